@@ -1,0 +1,230 @@
+"""Command bus and query bus: one handler per message type, middleware around both.
+
+Register every handler explicitly in one place (the app's bootstrap)::
+
+    commands = CommandBus()
+    commands.register(RegisterUser, register_user)
+    commands.register(UpdateProfile, update_profile, retry_on_conflict=False)
+    commands.use(logging_middleware(), timing_middleware(observe))
+
+    result = await commands.dispatch(RegisterUser(...))
+    result.value, result.position          # the handler's answer, the consistency token
+
+A command handler is ``async def handler(command) -> value``. The bus opens a
+:class:`~cqrskit.context.CommandContext` around it; the repository records the positions
+the command read and appended, which become ``result.position``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .context import CommandContext, _reset, _set
+from .errors import ConcurrencyError, ConfigurationError, HandlerNotFound
+from .messages import Command, Query
+
+__all__ = [
+    "CommandBus",
+    "CommandResult",
+    "Dispatch",
+    "Middleware",
+    "QueryBus",
+    "QueryResult",
+    "logging_middleware",
+    "retry_on_conflict_middleware",
+    "timing_middleware",
+]
+
+T = TypeVar("T")
+M = TypeVar("M")
+
+log = logging.getLogger("cqrskit.bus")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult(Generic[T]):
+    value: T
+    position: int
+    """Global position the command reached: pass it as ``X-Min-Position`` to read your write."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult(Generic[T]):
+    value: T
+    position: int
+    """Position the read model had processed when it answered (read in the same transaction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    message_type: type
+    handler: Callable[[Any], Awaitable[Any]]
+    retry_on_conflict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """What a middleware sees of one dispatch."""
+
+    kind: str  # "command" or "query"
+    message: Any
+    registration: Registration
+
+
+Next = Callable[[], Awaitable[Any]]
+Middleware = Callable[[Dispatch, Next], Awaitable[Any]]
+
+
+class _Bus:
+    kind = ""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type, Registration] = {}
+        self._middleware: list[Middleware] = []
+
+    def use(self, *middleware: Middleware) -> None:
+        """Add middleware; the first added is the outermost."""
+        self._middleware.extend(middleware)
+
+    def _register(self, registration: Registration) -> None:
+        if registration.message_type in self._handlers:
+            raise ConfigurationError(
+                f"a {self.kind} handler for {registration.message_type.__qualname__}"
+                " is already registered"
+            )
+        self._handlers[registration.message_type] = registration
+
+    @property
+    def registered(self) -> Sequence[type]:
+        return tuple(self._handlers)
+
+    async def _run(self, message: Any) -> Any:
+        registration = self._handlers.get(type(message))
+        if registration is None:
+            raise HandlerNotFound(self.kind, type(message))
+        dispatch = Dispatch(self.kind, message, registration)
+        chain: Next = lambda: registration.handler(message)  # noqa: E731
+        for mw in reversed(self._middleware):
+            chain = _bind(mw, dispatch, chain)
+        return await chain()
+
+
+def _bind(mw: Middleware, dispatch: Dispatch, nxt: Next) -> Next:
+    return lambda: mw(dispatch, nxt)
+
+
+class CommandBus(_Bus):
+    kind = "command"
+
+    def register(
+        self,
+        command_type: type[M],
+        handler: Callable[[M], Awaitable[Any]],
+        *,
+        retry_on_conflict: bool = False,
+    ) -> None:
+        """``retry_on_conflict=True`` declares the handler safe to re-run from a fresh load
+        when its append meets a :class:`ConcurrencyError` (see
+        :func:`retry_on_conflict_middleware`)."""
+        if not issubclass(command_type, Command):
+            raise ConfigurationError(f"{command_type.__qualname__} is not a Command")
+        self._register(Registration(command_type, handler, retry_on_conflict))
+
+    async def dispatch(
+        self,
+        command: Command,
+        *,
+        correlation_id: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> CommandResult[Any]:
+        ctx = CommandContext(correlation_id=correlation_id, extra=dict(extra or {}))
+        token = _set(ctx)
+        try:
+            value = await self._run(command)
+        finally:
+            _reset(token)
+        return CommandResult(value, ctx.position)
+
+
+class QueryBus(_Bus):
+    kind = "query"
+
+    def register(
+        self, query_type: type[M], handler: Callable[[M], Awaitable[QueryResult[Any]]]
+    ) -> None:
+        if not issubclass(query_type, Query):
+            raise ConfigurationError(f"{query_type.__qualname__} is not a Query")
+        self._register(Registration(query_type, handler))
+
+    async def ask(self, query: Query[T]) -> QueryResult[T]:
+        result = await self._run(query)
+        if not isinstance(result, QueryResult):
+            raise ConfigurationError(
+                f"query handler for {type(query).__qualname__} must return a QueryResult"
+            )
+        return result
+
+
+# -- middleware --------------------------------------------------------------------------------
+
+
+def logging_middleware(logger: logging.Logger = log) -> Middleware:
+    """Logs each dispatch's type and outcome (never its fields: they may hold secrets)."""
+
+    async def mw(dispatch: Dispatch, nxt: Next) -> Any:
+        name = type(dispatch.message).__qualname__
+        try:
+            result = await nxt()
+        except Exception as exc:
+            logger.info("%s %s failed: %s", dispatch.kind, name, type(exc).__qualname__)
+            raise
+        logger.debug("%s %s ok", dispatch.kind, name)
+        return result
+
+    return mw
+
+
+def timing_middleware(observe: Callable[[str, str, float, bool], None]) -> Middleware:
+    """Calls ``observe(kind, message type name, seconds, ok)`` after each dispatch."""
+
+    async def mw(dispatch: Dispatch, nxt: Next) -> Any:
+        start = time.perf_counter()
+        ok = False
+        try:
+            result = await nxt()
+            ok = True
+            return result
+        finally:
+            observe(
+                dispatch.kind, type(dispatch.message).__qualname__, time.perf_counter() - start, ok
+            )
+
+    return mw
+
+
+def retry_on_conflict_middleware(
+    attempts: int = 5, base_delay: float = 0.005, max_delay: float = 0.2
+) -> Middleware:
+    """Re-runs a command whose handler was registered ``retry_on_conflict=True`` when it
+    meets a :class:`ConcurrencyError`, with exponential backoff and full jitter.
+    Other handlers' conflicts pass through untouched (their caller decides)."""
+
+    async def mw(dispatch: Dispatch, nxt: Next) -> Any:
+        if not dispatch.registration.retry_on_conflict:
+            return await nxt()
+        for attempt in range(attempts):
+            try:
+                return await nxt()
+            except ConcurrencyError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2**attempt)))
+        raise AssertionError("unreachable")
+
+    return mw

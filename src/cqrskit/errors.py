@@ -1,0 +1,157 @@
+"""The cqrskit error tree. Every error the framework raises derives from :class:`CqrsKitError`.
+
+::
+
+    CqrsKitError
+    ├── ConfigurationError            wiring mistakes (duplicate handler, bad option)
+    ├── HandlerNotFound               dispatching a command/query type nobody registered
+    ├── SerializationError            encoding/decoding a message
+    │   ├── UnknownEventType          a stored type name with no registered class
+    │   ├── EventDecodeError          a payload that does not fit its class
+    │   └── UpcastError               an upcaster chain that is missing a step or failed
+    ├── ConcurrencyError              expected version mismatch on append (carries actual)
+    ├── StreamNotFound                reading a stream that does not exist where one is required
+    ├── PersistenceError              PEP 249-shaped tree; driver errors are converted at the
+    │   │                             transaction boundary, the original is kept as __cause__
+    │   ├── IntegrityError            a constraint failed (the command fails whole)
+    │   │   └── UniqueViolation       a UNIQUE/PRIMARY KEY constraint (carries the constraint text)
+    │   ├── OperationalError          the database is unavailable, locked too long, disk full...
+    │   └── SchemaError               migrations missing or newer than this code
+    ├── ProjectionError               a projection stopped (name, position, type, cause)
+    ├── ConsistencyTimeout            wait_for did not see the position in time
+    └── StoreClosed                   using a store or runner after close()
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigurationError",
+    "ConsistencyTimeout",
+    "CqrsKitError",
+    "EventDecodeError",
+    "HandlerNotFound",
+    "IntegrityError",
+    "OperationalError",
+    "PersistenceError",
+    "ProjectionError",
+    "SchemaError",
+    "SerializationError",
+    "StoreClosed",
+    "StreamNotFound",
+    "UniqueViolation",
+    "UnknownEventType",
+    "UpcastError",
+]
+
+
+class CqrsKitError(Exception):
+    """Root of every error raised by cqrskit."""
+
+
+class ConfigurationError(CqrsKitError):
+    """The framework was wired wrongly (duplicate registration, invalid option)."""
+
+
+class HandlerNotFound(CqrsKitError):
+    def __init__(self, kind: str, message_type: type) -> None:
+        self.kind = kind
+        self.message_type = message_type
+        name = f"{message_type.__module__}.{message_type.__qualname__}"
+        super().__init__(f"no {kind} handler registered for {name}")
+
+
+class SerializationError(CqrsKitError):
+    pass
+
+
+class UnknownEventType(SerializationError):
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+        super().__init__(
+            f"unknown event type {type_name!r}: no class is registered under that name"
+        )
+
+
+class EventDecodeError(SerializationError):
+    def __init__(self, type_name: str, cls: type, reason: str) -> None:
+        self.type_name = type_name
+        self.cls = cls
+        self.reason = reason
+        super().__init__(
+            f"payload of event type {type_name!r} does not fit {cls.__module__}.{cls.__qualname__}:"
+            f" {reason}"
+        )
+
+
+class UpcastError(SerializationError):
+    pass
+
+
+class ConcurrencyError(CqrsKitError):
+    """The stream's version was not the expected one. ``actual`` is the stream's version now."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r}: expected version {expected!r}, actual version {actual}"
+        )
+
+
+class StreamNotFound(CqrsKitError):
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} does not exist")
+
+
+class PersistenceError(CqrsKitError):
+    pass
+
+
+class IntegrityError(PersistenceError):
+    pass
+
+
+class UniqueViolation(IntegrityError):
+    def __init__(self, message: str, constraint: str | None = None) -> None:
+        self.constraint = constraint
+        super().__init__(message)
+
+
+class OperationalError(PersistenceError):
+    pass
+
+
+class SchemaError(PersistenceError):
+    pass
+
+
+class ProjectionError(CqrsKitError):
+    """A projection's handler kept failing; the projection stopped at ``position``."""
+
+    def __init__(self, projection: str, position: int, event_type: str, cause: str) -> None:
+        self.projection = projection
+        self.position = position
+        self.event_type = event_type
+        self.cause = cause
+        super().__init__(
+            f"projection {projection!r} stopped at position {position} ({event_type}): {cause}"
+        )
+
+
+class ConsistencyTimeout(CqrsKitError):
+    def __init__(self, projection: str, wanted: int, reached: int, timeout: float) -> None:
+        self.projection = projection
+        self.wanted = wanted
+        self.reached = reached
+        self.timeout = timeout
+        super().__init__(
+            f"projection {projection!r} reached position {reached}, not {wanted},"
+            f" within {timeout:.3g}s"
+        )
+
+
+class StoreClosed(CqrsKitError):
+    pass

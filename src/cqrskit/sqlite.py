@@ -1,0 +1,180 @@
+"""SQLite plumbing shared by the event store and the read side.
+
+Settings: WAL journal (readers never block the writer), ``synchronous=FULL`` (a commit
+is on disk when it returns, so it survives SIGKILL and power loss; ``NORMAL`` survives a
+process crash but may lose the last commits on power loss: pass ``synchronous="NORMAL"``
+knowingly), a busy timeout so separate processes (``social rebuild`` beside ``serve``)
+wait for each other instead of failing. Driver errors are converted to
+:mod:`cqrskit.errors` at the transaction boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import IntegrityError, OperationalError, PersistenceError, StoreClosed, UniqueViolation
+from .sql import Row
+
+__all__ = ["SqliteDatabase", "SqliteTx", "connect", "convert_error", "translate_errors"]
+
+T = TypeVar("T")
+
+
+def connect(
+    path: str | Path, *, synchronous: str = "FULL", readonly: bool = False
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def convert_error(exc: sqlite3.Error) -> PersistenceError:
+    message = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        for prefix in ("UNIQUE constraint failed: ", "PRIMARY KEY constraint failed: "):
+            if message.startswith(prefix):
+                return UniqueViolation(message, message[len(prefix) :])
+        return IntegrityError(message)
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return OperationalError(message)
+    return PersistenceError(message)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise convert_error(exc) from exc
+
+
+class SqliteTx:
+    """:class:`~cqrskit.sql.SqlTx` over a sqlite3 connection already inside a transaction."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, params)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+class SqliteDatabase:
+    """A SQLite file used from asyncio: one writer thread, a small pool of reader threads.
+
+    ``write(fn)`` runs ``fn(tx)`` in ``BEGIN IMMEDIATE ... COMMIT`` on the writer thread;
+    ``read(fn)`` runs it in a read transaction (a consistent snapshot) on a reader thread.
+    Any exception rolls the transaction back; sqlite3 errors come out converted.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{self.path.name}")
+        self._reader_pool = ThreadPoolExecutor(
+            readers, thread_name_prefix=f"sqlite-r-{self.path.name}"
+        )
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- sync API (usable from any thread; the async API wraps it) ----------------------------
+
+    def writer_connection(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = connect(self.path, synchronous=self._synchronous)
+        return self._writer
+
+    def write_sync(self, fn: Callable[[SqliteTx], T]) -> T:
+        conn = self.writer_connection()
+        with translate_errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(SqliteTx(conn))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return result
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self.writer_connection()  # creates the file and turns WAL on first
+            conn = connect(self.path, synchronous=self._synchronous, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def read_sync(self, fn: Callable[[SqliteTx], T]) -> T:
+        conn = self._reader()
+        with translate_errors():
+            conn.execute("BEGIN")
+            try:
+                return fn(SqliteTx(conn))
+            finally:
+                conn.execute("ROLLBACK")
+
+    # -- async API ----------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[SqliteTx], T]) -> T:
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer_pool, self.write_sync, fn
+        )
+
+    async def read(self, fn: Callable[[SqliteTx], T]) -> T:
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_pool, self.read_sync, fn
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"database {self.path} is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

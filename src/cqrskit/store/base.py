@@ -1,0 +1,157 @@
+"""The event store contract every backend implements (and one abstract test suite checks).
+
+Versions: a stream's version is the number of events in it; its first event has
+``stream_version == 1``. Positions: every event has a global ``position`` (> 0) that
+increases with the log order; the empty log has head position 0. ``read_all`` and
+``read_stream`` are exclusive of their starting point ("after"), so a checkpoint can be
+passed back as it is.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..codec import Codec
+from ..messages import Event, Metadata, RecordedEvent
+from ..sql import SqlTx
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "AppendResult",
+    "EventStore",
+    "ExpectedVersion",
+    "InlineHandler",
+    "Snapshot",
+    "StreamState",
+]
+
+T = TypeVar("T")
+
+
+class StreamState(enum.Enum):
+    ANY = "any"
+    """No check: append whatever the stream's version."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist yet (same as expecting version 0)."""
+
+
+ANY = StreamState.ANY
+NO_STREAM = StreamState.NO_STREAM
+
+ExpectedVersion = int | StreamState
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    position: int
+    """Global position of the last event appended: the command's consistency token."""
+    version: int
+    """The stream's version after the append."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    stream_id: str
+    version: int
+    state: bytes
+
+
+InlineHandler = Callable[[SqlTx, Sequence[RecordedEvent], Sequence[Event]], None]
+"""Runs inside the append's transaction, on the write database, with the events just
+recorded (envelopes and decoded events, index-aligned). If it raises, the append fails
+whole: nothing of it is stored, and neighbours in the same group commit are unaffected."""
+
+
+def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+    """Raise :class:`ConcurrencyError` when ``actual`` does not satisfy ``expected``."""
+    from ..errors import ConcurrencyError
+
+    if expected is ANY:
+        return
+    wanted = 0 if expected is NO_STREAM else expected
+    if actual != wanted:
+        raise ConcurrencyError(stream_id, expected, actual)
+
+
+class EventStore(ABC):
+    """Append-only log of events grouped in streams, with optimistic concurrency."""
+
+    codec: Codec
+
+    @abstractmethod
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        expected_version: ExpectedVersion = ANY,
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        """Append atomically; durable when this returns.
+
+        Raises :class:`~cqrskit.errors.ConcurrencyError` (with the actual version) when
+        the stream is not at ``expected_version``, and any error an inline handler raised
+        (driver errors converted, e.g. :class:`~cqrskit.errors.UniqueViolation`).
+        Appending no events is an error (:class:`ValueError`).
+        """
+
+    @abstractmethod
+    async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
+        """Events of one stream with ``stream_version > from_version``, in version order."""
+
+    @abstractmethod
+    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events after ``from_position`` in log order."""
+
+    @abstractmethod
+    async def head_position(self) -> int:
+        """Position of the last event a reader can see (0 when empty)."""
+
+    @abstractmethod
+    async def stream_version(self, stream_id: str) -> int:
+        """Current version of a stream (0 when it does not exist)."""
+
+    @abstractmethod
+    async def wait_for_new_events(self, after_position: int, timeout: float) -> bool:
+        """Wait until an event after ``after_position`` may be readable, or ``timeout``.
+
+        A hint for subscribers (woken in-process on commit, or by the backend's
+        notification mechanism); ``read_all`` stays the truth. Returns True when woken.
+        """
+
+    @abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    @abstractmethod
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
+
+    @abstractmethod
+    async def query(self, fn: Callable[[SqlTx], T]) -> T:
+        """Run ``fn`` in a read transaction of the write database (e.g. a login lookup
+        in a normalized write-model table kept by an inline handler)."""
+
+    async def position_reached(self, checkpoint: int, target: int) -> bool:
+        """Has a consumer whose checkpoint is ``checkpoint`` processed ``target``?
+
+        Positions order the log on this backend, so a comparison answers it. Backends
+        whose log order is not position order (PostgreSQL orders by commit) override it.
+        """
+        return checkpoint >= target
+
+    async def recorded_at(self, position: int) -> float | None:
+        """``recorded_at`` of the first event after ``position`` (lag in seconds), if any."""
+        events = await self.read_all(position, 1)
+        return events[0].recorded_at if events else None
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> EventStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

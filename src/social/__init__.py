@@ -1,0 +1,1 @@
+"""social: the reference service built on cqrskit (users, posts, follows)."""
