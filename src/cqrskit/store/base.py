@@ -142,6 +142,14 @@ class EventStore(ABC):
         """
         return checkpoint >= target
 
+    async def lag_events(self, checkpoint: int, head: int) -> int:
+        """How many events a consumer at ``checkpoint`` has still to process, up to ``head``.
+
+        Positions here are dense (no gaps), so a subtraction answers it. Backends whose
+        positions have gaps (PostgreSQL sequences) override it with a count.
+        """
+        return max(0, head - checkpoint)
+
     async def recorded_at(self, position: int) -> float | None:
         """``recorded_at`` of the first event after ``position`` (lag in seconds), if any."""
         events = await self.read_all(position, 1)

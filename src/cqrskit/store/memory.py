@@ -71,12 +71,15 @@ class MemoryEventStore(EventStore):
         return self._log[from_position : from_position + limit]
 
     async def head_position(self) -> int:
+        self._check_open()
         return len(self._log)
 
     async def stream_version(self, stream_id: str) -> int:
+        self._check_open()
         return len(self._streams.get(stream_id, ()))
 
     async def wait_for_new_events(self, after_position: int, timeout: float) -> bool:
+        self._check_open()
         if len(self._log) > after_position:
             return True
         try:
@@ -86,12 +89,15 @@ class MemoryEventStore(EventStore):
         return True
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._check_open()
         self._snapshots[snapshot.stream_id] = snapshot
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        self._check_open()
         return self._snapshots.get(stream_id)
 
     async def query(self, fn: Callable[[SqlTx], T]) -> T:
+        self._check_open()
         raise ConfigurationError("the in-memory store has no write-model tables")
 
     async def close(self) -> None:
