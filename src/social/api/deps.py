@@ -1,0 +1,74 @@
+"""Request dependencies: the container, the caller's identity, the read's min position."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from ..application.tokens import InvalidToken
+from ..domain import UserNotFound
+from ..domain.values import is_clean_text
+from ..infrastructure.bootstrap import Container
+from .errors import BadRequest
+
+__all__ = ["Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _current_user(
+    container: Annotated[Container, Depends(_container)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> str:
+    token = _bearer(authorization)
+    if token is None:
+        raise InvalidToken("Missing bearer token")
+    return container.tokens.verify(token)
+
+
+def _caller(
+    container: Annotated[Container, Depends(_container)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> str | None:
+    """The caller on a public route: anonymous when the token is absent or not valid."""
+    try:
+        token = _bearer(authorization)
+        return None if token is None else container.tokens.verify(token)
+    except InvalidToken:
+        return None
+
+
+def _user_id(user_id: Annotated[str, Path()]) -> str:
+    """A path id that could not be stored (a NUL, a lone surrogate) names nobody."""
+    if not is_clean_text(user_id):
+        raise UserNotFound(user_id)
+    return user_id
+
+
+def _min_position(x_min_position: Annotated[str | None, Header()] = None) -> int | None:
+    if x_min_position is None:
+        return None
+    value = x_min_position.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise BadRequest("X-Min-Position must be a non-negative integer")
+    return int(value)
+
+
+Services = Annotated[Container, Depends(_container)]
+CurrentUser = Annotated[str, Depends(_current_user)]
+Caller = Annotated[str | None, Depends(_caller)]
+UserId = Annotated[str, Depends(_user_id)]
+MinPosition = Annotated[int | None, Depends(_min_position)]

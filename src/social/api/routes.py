@@ -1,0 +1,194 @@
+"""The HTTP routes: parse, build a command or query, dispatch, answer (with X-Position)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from fastapi import Query as QueryParam
+from fastapi.responses import JSONResponse, Response
+
+from cqrskit.bus import QueryResult
+from cqrskit.messages import Query
+
+from ..application import commands as c
+from ..application import queries as q
+from ..application.projections import Follows, Posts, UserProfiles
+from ..domain import KEEP
+from ..infrastructure.bootstrap import Container
+from ..infrastructure.metrics import CONTENT_TYPE
+from . import schemas as s
+from .deps import Caller, CurrentUser, MinPosition, Services, UserId
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+Limit = Annotated[int, QueryParam(ge=1, le=q.MAX_LIMIT)]
+Before = Annotated[str | None, QueryParam()]
+
+
+def _answer(body: Any, position: int, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={"X-Position": str(position)})
+
+
+async def _read(
+    container: Container, projection: str, min_position: int | None, query: Query[Any]
+) -> QueryResult[Any]:
+    """Ask a read model, first waiting (bounded) for it to reach ``X-Min-Position``."""
+    if min_position:
+        await container.wait_for([projection], min_position)
+    return await container.queries.ask(query)
+
+
+def _page(page: q.Page[Any]) -> dict[str, Any]:
+    return {"items": [asdict(item) for item in page.items], "next": page.next}
+
+
+# -- users and sessions ------------------------------------------------------------------------
+
+
+@router.post("/users", status_code=201, response_model=s.UserVersionOut, tags=["users"])
+async def register(body: s.Registration, container: Services) -> JSONResponse:
+    cmd = c.RegisterUser(body.email, body.password, body.display_name, body.avatar_url)
+    result = await container.commands.dispatch(cmd)
+    return _answer({"id": result.value.id, "version": result.value.version}, result.position, 201)
+
+
+@router.post("/sessions", response_model=s.SessionToken, tags=["users"])
+async def login(body: s.SessionRequest, container: Services) -> JSONResponse:
+    result = await container.queries.ask(q.Authenticate(body.email, body.password))
+    token = container.tokens.issue(result.value)
+    return _answer({"token": token, "user_id": result.value}, result.position)
+
+
+@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"])
+async def get_user(
+    user_id: UserId, container: Services, caller: Caller, min_position: MinPosition
+) -> JSONResponse:
+    result = await _read(container, UserProfiles.name, min_position, q.GetUser(user_id, caller))
+    user: q.UserView = result.value
+    body = {
+        "id": user.id,
+        "display_name": user.display_name,
+        "avatar_url": user.avatar_url,
+        "created_at": user.created_at,
+        "post_count": user.post_count,
+        "follower_count": user.follower_count,
+        "following_count": user.following_count,
+        "version": user.version,
+    }
+    if user.email is not None:
+        body["email"] = user.email
+    return _answer(body, result.position)
+
+
+@router.patch("/users/{user_id}", response_model=s.UserVersionOut, tags=["users"])
+async def update_profile(
+    user_id: UserId, body: s.ProfileChange, container: Services, me: CurrentUser
+) -> JSONResponse:
+    given = body.model_fields_set
+    cmd = c.UpdateProfile(
+        user_id=user_id,
+        actor_id=me,
+        version=body.version,
+        display_name=body.display_name if "display_name" in given else KEEP,
+        avatar_url=body.avatar_url if "avatar_url" in given else KEEP,
+    )
+    result = await container.commands.dispatch(cmd)
+    return _answer({"id": result.value.id, "version": result.value.version}, result.position)
+
+
+# -- posts ---------------------------------------------------------------------------------------
+
+
+@router.post("/posts", status_code=201, response_model=s.PostCreated, tags=["posts"])
+async def create_post(body: s.NewPost, container: Services, me: CurrentUser) -> JSONResponse:
+    result = await container.commands.dispatch(c.CreatePost(me, body.content))
+    return _answer({"id": result.value.id}, result.position, 201)
+
+
+@router.get("/users/{user_id}/posts", response_model=s.PostPage, tags=["posts"])
+async def list_posts(
+    user_id: UserId,
+    container: Services,
+    min_position: MinPosition,
+    limit: Limit = q.DEFAULT_LIMIT,
+    before: Before = None,
+) -> JSONResponse:
+    query = q.ListPosts(user_id, limit, before)
+    result = await _read(container, Posts.name, min_position, query)
+    return _answer(_page(result.value), result.position)
+
+
+# -- follows -------------------------------------------------------------------------------------
+
+
+@router.put("/users/{user_id}/followers/me", response_model=s.Following, tags=["follows"])
+async def follow(user_id: UserId, container: Services, me: CurrentUser) -> JSONResponse:
+    result = await container.commands.dispatch(c.FollowUser(me, user_id))
+    return _answer({"following": result.value.following}, result.position)
+
+
+@router.delete("/users/{user_id}/followers/me", response_model=s.Following, tags=["follows"])
+async def unfollow(user_id: UserId, container: Services, me: CurrentUser) -> JSONResponse:
+    result = await container.commands.dispatch(c.UnfollowUser(me, user_id))
+    return _answer({"following": result.value.following}, result.position)
+
+
+@router.get("/users/{user_id}/followers", response_model=s.FollowPage, tags=["follows"])
+async def list_followers(
+    user_id: UserId,
+    container: Services,
+    min_position: MinPosition,
+    limit: Limit = q.DEFAULT_LIMIT,
+    before: Before = None,
+) -> JSONResponse:
+    query = q.ListFollowers(user_id, limit, before)
+    result = await _read(container, Follows.name, min_position, query)
+    return _answer(_page(result.value), result.position)
+
+
+@router.get("/users/{user_id}/following", response_model=s.FollowPage, tags=["follows"])
+async def list_following(
+    user_id: UserId,
+    container: Services,
+    min_position: MinPosition,
+    limit: Limit = q.DEFAULT_LIMIT,
+    before: Before = None,
+) -> JSONResponse:
+    query = q.ListFollowing(user_id, limit, before)
+    result = await _read(container, Follows.name, min_position, query)
+    return _answer(_page(result.value), result.position)
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+@router.get("/health", tags=["operations"])
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/projections", response_model=list[s.ProjectionInfo], tags=["operations"])
+async def projections(container: Services) -> JSONResponse:
+    return JSONResponse(
+        [
+            {
+                "name": p.name,
+                "position": p.position,
+                "head": p.head,
+                "lag_events": p.lag_events,
+                "lag_seconds": p.lag_seconds,
+                "state": p.state,
+            }
+            for p in await container.status()
+        ]
+    )
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response)
+async def metrics(container: Services) -> Response:
+    body = container.metrics.render(await container.status())
+    return Response(body, media_type=CONTENT_TYPE)

@@ -1,0 +1,1 @@
+"""The social application layer: commands and their handlers, queries, projections' logic."""

@@ -1,0 +1,73 @@
+"""What clients ask the write side to do: imperative names, frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cqrskit.messages import Command
+
+from ..domain import KEEP, Keep
+
+__all__ = [
+    "CreatePost",
+    "FollowUser",
+    "Following",
+    "PostId",
+    "RegisterUser",
+    "UnfollowUser",
+    "UpdateProfile",
+    "UserVersion",
+]
+
+
+@dataclass(frozen=True)
+class RegisterUser(Command):
+    email: str
+    password: str = field(repr=False)  # never in a log line
+    display_name: str | None = None
+    avatar_url: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateProfile(Command):
+    user_id: str
+    actor_id: str
+    """The authenticated user making the change."""
+    version: int
+    """The user's version the client saw: checked atomically by the append."""
+    display_name: str | Keep | None = KEEP
+    avatar_url: str | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
+class CreatePost(Command):
+    author_id: str
+    content: str
+
+
+@dataclass(frozen=True)
+class FollowUser(Command):
+    follower_id: str
+    followee_id: str
+
+
+@dataclass(frozen=True)
+class UnfollowUser(Command):
+    follower_id: str
+    followee_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserVersion:
+    id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostId:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Following:
+    following: bool

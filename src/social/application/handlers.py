@@ -1,0 +1,116 @@
+"""Command handlers: load, call the domain, save. No SQL, no HTTP.
+
+The bus registers each method explicitly (see ``social.infrastructure.bootstrap``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from cqrskit.errors import ConcurrencyError, UniqueViolation
+from cqrskit.messages import new_id
+from cqrskit.repository import Repository
+from cqrskit.store.base import EventStore
+
+from ..domain import (
+    EmailAlreadyRegistered,
+    Follow,
+    Post,
+    ScryptParams,
+    User,
+    UserNotFound,
+    hash_password,
+)
+from ..domain.values import (
+    normalize_email,
+    validate_avatar_url,
+    validate_display_name,
+    validate_password,
+)
+from .commands import (
+    CreatePost,
+    Following,
+    FollowUser,
+    PostId,
+    RegisterUser,
+    UnfollowUser,
+    UpdateProfile,
+    UserVersion,
+)
+
+__all__ = ["CommandHandlers", "utc_now"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class CommandHandlers:
+    def __init__(
+        self,
+        store: EventStore,
+        scrypt: ScryptParams | None = None,
+        clock: Callable[[], str] = utc_now,
+    ) -> None:
+        self._store = store
+        self._users = Repository.for_type(store, User)
+        self._posts = Repository.for_type(store, Post)
+        self._follows = Repository.for_type(store, Follow)
+        self._scrypt = scrypt or ScryptParams()
+        self._clock = clock
+
+    async def register_user(self, cmd: RegisterUser) -> UserVersion:
+        # Validate before the (deliberately slow) hash so bad input costs nothing.
+        normalize_email(cmd.email)
+        validate_password(cmd.password)
+        if cmd.display_name is not None:
+            validate_display_name(cmd.display_name)
+        if cmd.avatar_url is not None:
+            validate_avatar_url(cmd.avatar_url)
+        password_hash = await asyncio.to_thread(hash_password, cmd.password, self._scrypt)
+        user = User.register(
+            new_id(), cmd.email, password_hash, cmd.display_name, cmd.avatar_url, self._clock()
+        )
+        try:
+            await self._users.save(user)
+        except UniqueViolation as exc:  # the write model's UNIQUE(email_lower), same transaction
+            raise EmailAlreadyRegistered() from exc
+        return UserVersion(user.id, user.version)
+
+    async def update_profile(self, cmd: UpdateProfile) -> UserVersion:
+        user = await self._users.load(cmd.user_id)
+        if not user.exists:
+            raise UserNotFound(cmd.user_id)
+        user.update_profile(cmd.actor_id, cmd.display_name, cmd.avatar_url, self._clock())
+        if user.committed_version != cmd.version:
+            raise ConcurrencyError(User.stream_id(user.id), cmd.version, user.committed_version)
+        # save() appends expecting committed_version (== cmd.version): a concurrent change
+        # that landed since the load fails this append, so the check is atomic.
+        await self._users.save(user)
+        return UserVersion(user.id, user.version)
+
+    async def create_post(self, cmd: CreatePost) -> PostId:
+        await self._require_user(cmd.author_id)
+        post = Post.create(new_id(), cmd.author_id, cmd.content, self._clock())
+        await self._posts.save(post)
+        return PostId(post.id)
+
+    async def follow_user(self, cmd: FollowUser) -> Following:
+        await self._require_user(cmd.followee_id)
+        follow = await self._follows.load(Follow.pair_id(cmd.follower_id, cmd.followee_id))
+        follow.follow(cmd.follower_id, cmd.followee_id, self._clock())
+        await self._follows.save(follow)
+        return Following(True)
+
+    async def unfollow_user(self, cmd: UnfollowUser) -> Following:
+        await self._require_user(cmd.followee_id)
+        follow = await self._follows.load(Follow.pair_id(cmd.follower_id, cmd.followee_id))
+        follow.unfollow(cmd.follower_id, cmd.followee_id, self._clock())
+        await self._follows.save(follow)
+        return Following(False)
+
+    async def _require_user(self, user_id: str) -> None:
+        if await self._store.stream_version(User.stream_id(user_id)) == 0:
+            raise UserNotFound(user_id)

@@ -1,0 +1,260 @@
+"""The ``social`` command: ``serve``, ``worker``, ``rebuild``, ``status``.
+
+``serve`` prints exactly one line on stdout, ``Listening on http://HOST:PORT``, once the
+projections run and the socket accepts connections (``--port 0`` picks a free port and
+prints it). SIGTERM or SIGINT: stop accepting, finish the requests in flight and the
+projections' current batch, exit 0. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from cqrskit.errors import CqrsKitError
+from cqrskit.rebuild import RebuildProgress, rebuild
+
+from .api import create_app
+from .infrastructure.bootstrap import bootstrap
+from .infrastructure.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, help="The social reference service built on cqrskit.")
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="SOCIAL_DATA_DIR", help="SQLite files and secret.key."),
+]
+WriteUrl = Annotated[
+    str | None,
+    typer.Option("--write-url", envvar="SOCIAL_WRITE_URL", help="PostgreSQL: event store."),
+]
+ReadUrl = Annotated[
+    str | None,
+    typer.Option("--read-url", envvar="SOCIAL_READ_URL", help="PostgreSQL: read models."),
+]
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _settings(data_dir: Path | None, write_url: str | None, read_url: str | None) -> Settings:
+    return Settings.from_env(data_dir=data_dir, write_url=write_url, read_url=read_url)
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> None:
+    """Run a command's coroutine; a framework error is a message and exit status 1."""
+    try:
+        code = asyncio.run(coro)
+    except CqrsKitError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, announcing itself once started (lifespan done: projections running; socket
+    listening), and ending normally (exit 0) on a stop signal instead of re-raising it
+    after the graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(self._announce, flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop waiting for connections
+        self.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = info[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    return sock
+
+
+async def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
+    sock = _bind(host, port)
+    real_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), lifespan="on", log_level=log_level, access_log=False
+    )
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
+    server = _Server(config, f"Listening on http://{shown}:{real_port}")
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+async def _worker(settings: Settings) -> int:
+    container = await bootstrap(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await container.start_projections()
+        names = ", ".join(p.name for p in container.projections)
+        print(f"Running projections: {names}", flush=True)
+        await stop.wait()
+    finally:
+        await container.close()  # the runner finishes its current batch first
+    return 0
+
+
+async def _rebuild(settings: Settings, name: str | None) -> int:
+    container = await bootstrap(settings)
+    try:
+        targets = [container.projection(name)] if name else container.projections
+        columns = (
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9.0f} events/s"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err) as progress:
+            for projection in targets:
+                task = progress.add_task(projection.name, total=None, rate=0.0)
+
+                def report(p: RebuildProgress, task: TaskID = task) -> None:
+                    progress.update(task, completed=p.done, total=p.total, rate=p.events_per_second)
+
+                result = await rebuild(
+                    container.store, container.db, projection, on_progress=report
+                )
+                progress.update(task, completed=result.events, total=result.events)
+                print(
+                    f"Rebuilt {result.name}: {result.events} events up to position"
+                    f" {result.position} in {result.seconds:.2f}s",
+                    flush=True,
+                )
+    finally:
+        await container.close()
+    return 0
+
+
+async def _status(settings: Settings, as_json: bool) -> int:
+    container = await bootstrap(settings)
+    try:
+        statuses = await container.status()
+    finally:
+        await container.close()
+    rows = [
+        {
+            "name": s.name,
+            "position": s.position,
+            "head": s.head,
+            "lag_events": s.lag_events,
+            "lag_seconds": s.lag_seconds,
+            "state": s.state,
+        }
+        for s in statuses
+    ]
+    if as_json:
+        print(json.dumps(rows), flush=True)
+        return 0
+    table = Table("projection", "position", "head", "lag (events)", "lag (s)", "state")
+    for r in rows:
+        table.add_row(
+            str(r["name"]),
+            str(r["position"]),
+            str(r["head"]),
+            str(r["lag_events"]),
+            f"{r['lag_seconds']:.2f}",
+            str(r["state"]),
+        )
+    Console().print(table)
+    return 0
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
+    data_dir: DataDir = None,
+    write_url: WriteUrl = None,
+    read_url: ReadUrl = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+) -> None:
+    """The HTTP API and the projections, in one process."""
+    _run(_serve(_settings(data_dir, write_url, read_url), host, port, log_level))
+
+
+@app.command()
+def worker(data_dir: DataDir = None, write_url: WriteUrl = None, read_url: ReadUrl = None) -> None:
+    """The projections only, no HTTP."""
+    _run(_worker(_settings(data_dir, write_url, read_url)))
+
+
+@app.command("rebuild")
+def rebuild_command(
+    name: Annotated[str | None, typer.Argument(help="One read model (default: all).")] = None,
+    data_dir: DataDir = None,
+    write_url: WriteUrl = None,
+    read_url: ReadUrl = None,
+) -> None:
+    """Rebuild read models by replaying the event store; safe while the service runs."""
+    _run(_rebuild(_settings(data_dir, write_url, read_url), name))
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, like GET /projections.")] = False,
+    data_dir: DataDir = None,
+    write_url: WriteUrl = None,
+    read_url: ReadUrl = None,
+) -> None:
+    """Position, head, lag and state of each projection."""
+    _run(_status(_settings(data_dir, write_url, read_url), as_json))
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    app()

@@ -1,0 +1,1 @@
+"""The social infrastructure: SQL of the read and write models, query handlers, wiring."""

@@ -1,0 +1,198 @@
+"""The one place where the service's objects are built and wired.
+
+``bootstrap(settings)`` opens the backends (SQLite files in the data dir, or PostgreSQL
+when URLs are given), builds the codec, the buses with every handler registered
+explicitly, the projections and their runner (not started: the caller decides whether
+this process runs them). Importing this module opens nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from cqrskit.bus import (
+    CommandBus,
+    QueryBus,
+    logging_middleware,
+    retry_on_conflict_middleware,
+    timing_middleware,
+)
+from cqrskit.codec import Codec
+from cqrskit.errors import ConfigurationError, ConsistencyTimeout, PersistenceError
+from cqrskit.monitoring import ProjectionStatus, projection_status
+from cqrskit.projection import Projection
+from cqrskit.readside import ReadDatabase
+from cqrskit.runner import ProjectionRunner
+from cqrskit.sqlite import SqliteDatabase
+from cqrskit.store.base import EventStore
+from cqrskit.store.sqlite import SqliteEventStore
+
+from ..application.commands import (
+    CreatePost,
+    FollowUser,
+    RegisterUser,
+    UnfollowUser,
+    UpdateProfile,
+)
+from ..application.handlers import CommandHandlers
+from ..application.projections import Follows, Posts, UserProfiles
+from ..application.queries import (
+    Authenticate,
+    GetUser,
+    ListFollowers,
+    ListFollowing,
+    ListPosts,
+)
+from ..application.tokens import TokenService
+from ..domain import ALL_EVENTS, hash_password
+from .metrics import Metrics
+from .queries import ReadQueries
+from .read_models import SqlFollowRows, SqlPostRows, SqlProfileRows
+from .secret import load_or_create_secret
+from .settings import Settings
+from .write_model import UsersTable
+
+__all__ = ["Container", "bootstrap", "open_backends", "read_models"]
+
+
+def read_models() -> list[Projection]:
+    """The read-side projections, in the order status lists them."""
+    return [UserProfiles(SqlProfileRows()), Posts(SqlPostRows()), Follows(SqlFollowRows())]
+
+
+@dataclass
+class Container:
+    """Everything one process of the service uses; ``close()`` releases it all."""
+
+    settings: Settings
+    store: EventStore
+    db: ReadDatabase
+    codec: Codec
+    commands: CommandBus
+    queries: QueryBus
+    projections: list[Projection]
+    runner: ProjectionRunner
+    tokens: TokenService
+    metrics: Metrics
+    runner_started: bool = field(default=False)
+
+    def projection(self, name: str) -> Projection:
+        for p in self.projections:
+            if p.name == name:
+                return p
+        names = ", ".join(p.name for p in self.projections)
+        raise ConfigurationError(f"no read model named {name!r} (known: {names})")
+
+    async def start_projections(self) -> None:
+        await self.runner.start()
+        self.runner_started = True
+
+    async def stop_projections(self) -> None:
+        """Lets each projection finish its current batch."""
+        if self.runner_started:
+            self.runner_started = False
+            await self.runner.stop()
+
+    async def status(self) -> list[ProjectionStatus]:
+        if self.runner_started:
+            return await self.runner.status()
+        return await projection_status(self.store, self.db, [p.name for p in self.projections])
+
+    async def wait_for(self, names: list[str], position: int) -> None:
+        """Wait until each named projection has processed ``position``, within one budget
+        of ``settings.min_position_timeout`` seconds; raises ``ConsistencyTimeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.min_position_timeout
+        for name in names:
+            remaining = max(0.0, deadline - loop.time())
+            try:
+                await self.runner.wait_for(name, position, remaining)
+            except PersistenceError as exc:  # the read database is unavailable: not caught up
+                raise ConsistencyTimeout(name, position, 0, remaining) from exc
+
+    async def close(self) -> None:
+        await self.stop_projections()
+        try:
+            await self.store.close()
+        finally:
+            await self.db.close()
+
+
+async def open_backends(
+    settings: Settings, codec: Codec, inline: list[Projection]
+) -> tuple[EventStore, ReadDatabase]:
+    """The event store (with the inline write model) and the read database.
+
+    SQLite files ``write.db``/``read.db`` in the data dir by default; PostgreSQL when
+    ``write_url`` and ``read_url`` are set (its modules are imported only then).
+    """
+    if settings.write_url or settings.read_url:
+        if not (settings.write_url and settings.read_url):
+            raise ConfigurationError("give both --write-url and --read-url, or neither")
+        try:
+            from cqrskit.postgres import PostgresDatabase
+            from cqrskit.store.postgres import PostgresEventStore
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the PostgreSQL backend is not available in this installation: {exc}"
+            ) from exc
+        pg_store = await PostgresEventStore.open(settings.write_url, codec, inline=inline)
+        return pg_store, PostgresDatabase(settings.read_url)
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    sqlite_store = await SqliteEventStore.open(data / "write.db", codec, inline=inline)
+    return sqlite_store, SqliteDatabase(data / "read.db")
+
+
+async def bootstrap(settings: Settings) -> Container:
+    codec = Codec(ALL_EVENTS)
+    store, db = await open_backends(settings, codec, [UsersTable()])
+    try:
+        return await _wire(settings, codec, store, db)
+    except BaseException:
+        await store.close()
+        await db.close()
+        raise
+
+
+async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDatabase) -> Container:
+    secret = settings.secret or load_or_create_secret(settings.data_dir)
+    metrics = Metrics()
+
+    handlers = CommandHandlers(store, settings.scrypt)
+    commands = CommandBus()
+    commands.use(
+        logging_middleware(), timing_middleware(metrics.observe), retry_on_conflict_middleware()
+    )
+    commands.register(RegisterUser, handlers.register_user)
+    # The client's version is the point of PATCH: a conflict is its answer, never retried.
+    commands.register(UpdateProfile, handlers.update_profile)
+    commands.register(CreatePost, handlers.create_post)
+    commands.register(FollowUser, handlers.follow_user, retry_on_conflict=True)
+    commands.register(UnfollowUser, handlers.unfollow_user, retry_on_conflict=True)
+
+    dummy_hash = await asyncio.to_thread(hash_password, "not-a-password", settings.scrypt)
+    reads = ReadQueries(db, store, dummy_hash)
+    queries = QueryBus()
+    queries.use(timing_middleware(metrics.observe))
+    queries.register(GetUser, reads.get_user)
+    queries.register(ListPosts, reads.list_posts)
+    queries.register(ListFollowers, reads.list_followers)
+    queries.register(ListFollowing, reads.list_following)
+    queries.register(Authenticate, reads.authenticate)
+
+    projections = read_models()
+    runner = ProjectionRunner(store, db, projections, batch_size=settings.batch_size)
+    return Container(
+        settings=settings,
+        store=store,
+        db=db,
+        codec=codec,
+        commands=commands,
+        queries=queries,
+        projections=projections,
+        runner=runner,
+        tokens=TokenService(secret, settings.token_ttl),
+        metrics=metrics,
+    )

@@ -1,0 +1,65 @@
+"""Prometheus metrics of one app instance, in its own registry (tests build many apps).
+
+Command and query counts and latencies come from cqrskit's ``timing_middleware``; the
+projection gauges are set from the runner's status at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from cqrskit.monitoring import ProjectionStatus
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.commands = Counter(
+            "social_commands", "Commands dispatched", ["command", "outcome"], registry=r
+        )
+        self.command_seconds = Histogram(
+            "social_command_seconds", "Command latency", ["command"], buckets=_BUCKETS, registry=r
+        )
+        self.queries = Counter("social_queries", "Queries asked", ["query", "outcome"], registry=r)
+        self.query_seconds = Histogram(
+            "social_query_seconds", "Query latency", ["query"], buckets=_BUCKETS, registry=r
+        )
+        self.position = Gauge(
+            "social_projection_position", "Last position processed", ["projection"], registry=r
+        )
+        self.head = Gauge("social_projection_head", "Head of the log", ["projection"], registry=r)
+        self.lag_events = Gauge(
+            "social_projection_lag_events", "Events not processed yet", ["projection"], registry=r
+        )
+        self.lag_seconds = Gauge(
+            "social_projection_lag_seconds",
+            "Age of the oldest unprocessed event",
+            ["projection"],
+            registry=r,
+        )
+
+    def observe(self, kind: str, name: str, seconds: float, ok: bool) -> None:
+        """The ``timing_middleware`` callback."""
+        outcome = "ok" if ok else "error"
+        if kind == "command":
+            self.commands.labels(name, outcome).inc()
+            self.command_seconds.labels(name).observe(seconds)
+        else:
+            self.queries.labels(name, outcome).inc()
+            self.query_seconds.labels(name).observe(seconds)
+
+    def render(self, statuses: Iterable[ProjectionStatus]) -> bytes:
+        for s in statuses:
+            self.position.labels(s.name).set(s.position)
+            self.head.labels(s.name).set(s.head)
+            self.lag_events.labels(s.name).set(s.lag_events)
+            self.lag_seconds.labels(s.name).set(s.lag_seconds)
+        return generate_latest(self.registry)
