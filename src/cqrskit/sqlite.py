@@ -17,10 +17,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import IntegrityError, OperationalError, PersistenceError, StoreClosed, UniqueViolation
 from .sql import Row
+
+if TYPE_CHECKING:
+    from .projection import Projection
+    from .readside import RebuildTarget
 
 __all__ = ["SqliteDatabase", "SqliteTx", "connect", "convert_error", "translate_errors"]
 
@@ -156,6 +160,23 @@ class SqliteDatabase:
         return await asyncio.get_running_loop().run_in_executor(
             self._reader_pool, self.read_sync, fn
         )
+
+    async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the writer thread with the writer connection, outside any
+        transaction (for what SQLite refuses inside one, such as ``ATTACH``)."""
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer_pool, lambda: fn(self.writer_connection())
+        )
+
+    async def open_rebuild(self, projection: Projection) -> RebuildTarget:
+        """A fresh database file beside this one where ``projection`` is rebuilt; its swap
+        copies the tables into this file in one transaction (see
+        :mod:`cqrskit.sqlite_rebuild`)."""
+        from .sqlite_rebuild import SqliteRebuildTarget
+
+        self._check_open()
+        return SqliteRebuildTarget(self, projection)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,65 @@
+"""The read database as the projection runner, the rebuild and the query handlers see it.
+
+Backends: :class:`cqrskit.sqlite.SqliteDatabase` (a file, one writer thread) and a
+PostgreSQL one. Handlers are synchronous functions of a :class:`~cqrskit.sql.SqlTx`; the
+database runs them off the event loop, each inside one transaction.
+
+A blue/green rebuild needs one more thing from a backend: a fresh, empty place where a
+projection's tables can be built from position 0 *under their plain names* (the
+projection's SQL never changes), while the live tables keep serving, and then a way to
+swap the built tables in atomically. :meth:`ReadDatabase.open_rebuild` gives that place as
+a :class:`RebuildTarget` (SQLite: a separate database file; PostgreSQL: a fresh schema
+first on the search path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from .projection import Projection
+from .sql import SqlTx
+
+__all__ = ["ReadDatabase", "RebuildTarget"]
+
+T = TypeVar("T")
+
+
+class RebuildTarget(Protocol):
+    """Fresh, empty tables of one projection, built beside the live ones."""
+
+    async def write(self, fn: Callable[[SqlTx], T]) -> T:
+        """Run ``fn`` in a write transaction where the projection's plain table names
+        resolve to the fresh tables."""
+        ...
+
+    async def swap(self, decide: Callable[[SqlTx], bool]) -> bool:
+        """Replace the live tables by the fresh ones, atomically, if ``decide`` agrees.
+
+        In ONE write transaction on the live database: call ``decide(tx)`` while holding
+        the write lock (it compares and moves the checkpoint); when it returns False roll
+        back and return False (the fresh tables stay, to catch up further); otherwise
+        replace the projection's live tables, indexes included, by the fresh ones and
+        commit. Readers see either the old tables and checkpoint or the new ones.
+        """
+        ...
+
+    async def discard(self) -> None:
+        """Drop the fresh tables (after a swap, or when the rebuild failed)."""
+        ...
+
+
+class ReadDatabase(Protocol):
+    """Where read models live. ``read`` sees one consistent snapshot; ``write`` is one
+    transaction (any exception rolls it back; driver errors come out as
+    :mod:`cqrskit.errors` persistence errors)."""
+
+    async def read(self, fn: Callable[[SqlTx], T]) -> T: ...
+
+    async def write(self, fn: Callable[[SqlTx], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+    async def open_rebuild(self, projection: Projection) -> RebuildTarget:
+        """A fresh, empty target for this projection's tables (see :class:`RebuildTarget`)."""
+        ...
