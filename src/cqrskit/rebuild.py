@@ -6,12 +6,13 @@
 2. The log is streamed from position 0 in batches of ``batch_size`` (never loaded whole)
    into the fresh tables, reporting progress; the live tables keep answering queries and
    the live runner keeps applying new events meanwhile.
-3. Swap, in ONE write transaction of the live database: under the write lock, the live
-   checkpoint is compared with what the rebuild has processed. If the live runner is
-   ahead (it applied events appended after the rebuild's last read), the swap is rolled
-   back and the rebuild catches up further; otherwise the live tables are replaced by the
-   rebuilt ones and the checkpoint is set to the rebuild's position, in the same commit.
-   The checkpoint never moves back, so a reader never sees an older position.
+3. Swap, in ONE write transaction of the live database: take the live write lock (the
+   checkpoint row's lock) and compare the live checkpoint with what the rebuild has
+   processed. If the live runner is ahead (it applied events appended after the rebuild's
+   last read), the rebuild catches up to it *while holding the lock*, so the live runner
+   cannot move on meanwhile. Then the live tables are replaced by the rebuilt ones and the
+   checkpoint is set to the rebuild's position, in the same commit. The checkpoint never
+   moves back, so a reader never sees an older position.
 4. The live runner's next batch finds the checkpoint moved (its compare-and-set, see
    :mod:`cqrskit.runner`), discards what it read and continues from the new checkpoint:
    nothing is applied twice, whichever process runs it.
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import functools
@@ -98,6 +100,14 @@ class _Covered:
         return i >= 0 and position <= self._ends[i]
 
 
+@dataclass(slots=True)
+class _State:
+    position: int = 0
+    done: int = 0
+    total: int = 0
+    beat: float = 0.0
+
+
 def _apply_batch(
     tx: SqlTx,
     name: str,
@@ -132,78 +142,82 @@ async def rebuild(
     """Rebuild ``projection`` from position 0 and swap it in atomically (module docstring).
 
     Raises :class:`~cqrskit.errors.ProjectionError` when a handler fails (the live tables
-    are left untouched) and :class:`~cqrskit.errors.OperationalError` when the live runner
-    kept getting ahead for ``max_swap_attempts`` swaps.
+    are left untouched) and :class:`~cqrskit.errors.OperationalError` when the log never
+    showed the live checkpoint's position in ``max_swap_attempts`` swaps.
     """
     name = projection.name
     handlers = projection.handlers()
     codec = store.codec
+    loop = asyncio.get_running_loop()
     started = time.monotonic()
     await db.write(ensure_table)
     target: RebuildTarget = await db.open_rebuild(projection)
     try:
         await target.write(projection.create_schema)
         covered = _Covered()
-        position = 0
-        done = 0
-        total = await store.lag_events(0, await store.head_position())
-        beat = 0.0
+        state = _State(total=await store.lag_events(0, await store.head_position()))
 
-        async def progress() -> None:
-            nonlocal beat, total
-            if time.monotonic() - beat >= heartbeat_interval:
-                beat = time.monotonic()
-                total = await store.lag_events(0, await store.head_position())
-                now = clock()
-                await db.write(lambda tx: record_rebuild(tx, name, position, now))
-            total = max(total, done)
+        def report() -> None:
+            state.total = max(state.total, state.done)
             if on_progress is not None:
                 elapsed = time.monotonic() - started
-                on_progress(RebuildProgress(done, total, done / elapsed if elapsed > 0 else 0.0))
+                rate = state.done / elapsed if elapsed > 0 else 0.0
+                on_progress(RebuildProgress(state.done, state.total, rate))
 
-        for attempt in range(1, max_swap_attempts + 1):
-            while True:
-                events = await store.read_all(position, batch_size)
+        async def heartbeat() -> None:
+            if time.monotonic() - state.beat >= heartbeat_interval:
+                state.beat = time.monotonic()
+                state.total = await store.lag_events(0, await store.head_position())
+                now, position = clock(), state.position
+                await db.write(lambda tx: record_rebuild(tx, name, position, now))
+
+        async def catch_up(until: int | None) -> None:
+            """Apply batches to the fresh tables up to the log's end or, with ``until``,
+            until that position is covered. Streams: one batch in memory at a time."""
+            while until is None or until not in covered:
+                events = await store.read_all(state.position, batch_size)
                 if not events:
-                    break
+                    return
                 await target.write(
                     functools.partial(
                         _apply_batch, name=name, handlers=handlers, codec=codec, events=events
                     )
                 )
                 covered.add_batch(events)
-                position = events[-1].position
-                done += len(events)
-                await progress()
-                if len(events) < batch_size:
-                    break
-            live_seen: list[int] = []
+                state.position = events[-1].position
+                state.done += len(events)
+                if until is None:
+                    await heartbeat()  # not under the live write lock: it writes there
+                    if len(events) < batch_size:
+                        report()
+                        return
+                elif until not in covered and await store.position_reached(state.position, until):
+                    covered.add(until)  # a backend whose positions our ranges cannot tell
+                report()
 
-            def decide(
-                tx: SqlTx,
-                position: int = position,
-                now: float = clock(),
-                seen: list[int] = live_seen,
-            ) -> bool:
-                # Runs under the live write lock: no live batch commits until we are done.
-                live = lock_position(tx, name)
-                seen.append(live)
+        def decide(tx: SqlTx) -> bool:
+            # Runs in the swap's transaction, holding the live write lock: no live batch can
+            # commit until it ends, so the live checkpoint cannot move on meanwhile.
+            live = lock_position(tx, name)
+            if live not in covered:
+                # The live runner applied events appended after the rebuild's last read:
+                # the final catch-up, to at least where it is, under the lock.
+                asyncio.run_coroutine_threadsafe(catch_up(live), loop).result()
                 if live not in covered:
-                    return False  # the live runner is ahead: catch up further first
-                complete_rebuild(tx, name, position, now)
-                return True
+                    return False
+            complete_rebuild(tx, name, state.position, clock())
+            return True
 
+        for attempt in range(1, max_swap_attempts + 1):
+            await catch_up(None)
             if await target.swap(decide):
                 seconds = time.monotonic() - started
+                rate = state.done / seconds if seconds > 0 else 0.0
                 if on_progress is not None:
-                    on_progress(RebuildProgress(done, done, done / seconds if seconds else 0.0))
-                return RebuildResult(
-                    name, position, done, seconds, done / seconds if seconds else 0.0, attempt
-                )
-            if live_seen and await store.position_reached(position, live_seen[-1]):
-                covered.add(live_seen[-1])  # a backend whose positions our ranges cannot tell
+                    on_progress(RebuildProgress(state.done, state.done, rate))
+                return RebuildResult(name, state.position, state.done, seconds, rate, attempt)
         raise OperationalError(
-            f"rebuild of {name!r}: the live runner kept getting ahead;"
+            f"rebuild of {name!r}: could not catch up with the live checkpoint;"
             f" gave up after {max_swap_attempts} swap attempts"
         )
     except BaseException:

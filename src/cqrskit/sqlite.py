@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,12 +38,27 @@ def connect(
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA busy_timeout = 30000")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch a new file to WAL. The switch takes an exclusive lock and SQLite does not
+    call the busy handler for it, so two processes opening a brand-new file at the same
+    moment (``serve`` and ``rebuild`` on an empty data dir) can see "database is locked"
+    at once: retry for a while instead of failing."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 + 0.0005 * attempt)
 
 
 def convert_error(exc: sqlite3.Error) -> PersistenceError:

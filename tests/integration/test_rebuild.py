@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -154,7 +155,7 @@ async def test_rebuild_streams_the_log_in_batches_and_reports_progress(
     assert ("counters_by_value",) in indexes  # the swap brought the indexes along
 
 
-async def test_a_swap_refused_while_the_live_runner_is_ahead_catches_up_and_retries(
+async def test_a_live_runner_ahead_at_swap_time_is_caught_up_with_under_the_lock(
     store: SqliteEventStore, db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     head = await append_all(store, random_events(1_000, seed=23))
@@ -162,19 +163,36 @@ async def test_a_swap_refused_while_the_live_runner_is_ahead_catches_up_and_retr
         await runner.wait_for("counters", head, timeout=10)
     read_all = store.read_all
     hidden = True
+    live_writer_locked: list[bool] = []
+
+    def live_write_lock_is_taken() -> bool:
+        conn = sqlite3.connect(db.path, timeout=0)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            return "locked" in str(exc)
+        finally:
+            conn.close()
+        return False
 
     async def lagging(from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         # The first time round the rebuild sees a log ending at 600, as if it had read
-        # before the last appends; the live model has processed all 1,000.
+        # before the last appends, while the live model has processed all 1,000.
         nonlocal hidden
         if hidden and from_position >= 600:
             hidden = False
             return []
+        if not hidden:
+            live_writer_locked.append(live_write_lock_is_taken())
         return await read_all(from_position, min(limit, 600 - from_position) if hidden else limit)
 
     monkeypatch.setattr(store, "read_all", lagging)
     result = await rebuild(store, db, Counters(), batch_size=100)
-    assert (result.position, result.swap_attempts) == (head, 2)
+    assert (result.position, result.swap_attempts) == (head, 1)
+    # The final catch-up (600 -> 1,000) ran while the swap held the live write lock.
+    assert live_writer_locked
+    assert all(live_writer_locked)
     assert await read_counts(db) == await logged_counts(store)
 
 
