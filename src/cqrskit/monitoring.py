@@ -20,6 +20,7 @@ from .store.base import EventStore
 
 __all__ = [
     "REBUILD_HEARTBEAT_TIMEOUT",
+    "STALE_AFTER",
     "STATES",
     "ProjectionStatus",
     "RateMeter",
@@ -29,9 +30,16 @@ __all__ = [
     "status_of",
 ]
 
-STATES = frozenset({"running", "catching_up", "stopped", "error", "rebuilding", "standby"})
+STATES = frozenset(
+    {"running", "catching_up", "stopped", "error", "rebuilding", "standby", "stalled"}
+)
 
 REBUILD_HEARTBEAT_TIMEOUT = 10.0
+
+STALE_AFTER = 30.0
+"""A row that says running but was not written for this long (six missed heartbeats of an
+idle runner, or one batch stuck that long) is reported as "stalled": its process may be
+gone (SIGKILL leaves no "stopped" behind). Any runner writing the row again clears it."""
 """A rebuild whose heartbeat is older than this (seconds) is taken as dead."""
 
 
@@ -109,6 +117,13 @@ async def status_of(
         position = 0 if row is None else row.position
     if state is None:
         state = "stopped" if row is None else row.state
+        if (
+            row is not None
+            and state in ("running", "catching_up")
+            and row.updated_at is not None
+            and now - row.updated_at > STALE_AFTER
+        ):
+            state = "stalled"
     if (
         row is not None
         and row.rebuild_updated_at is not None

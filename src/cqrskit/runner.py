@@ -56,6 +56,9 @@ log = logging.getLogger("cqrskit.runner")
 
 _ACTIVE = frozenset({"running", "catching_up"})
 
+HEARTBEAT_INTERVAL = 5.0
+"""An idle active projection rewrites its row this often (see ``monitoring.STALE_AFTER``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -127,6 +130,8 @@ class _Worker:
         """Delays after failures of the store or the read database (reset on success)."""
         self.leased = False
         self.lease_renewed = 0.0
+        self.beat = 0.0
+        """Clock time this runner last wrote the projection's row (batch or heartbeat)."""
         self.task: asyncio.Task[None] | None = None
 
     def moved_to(self, checkpoint: int) -> None:
@@ -385,6 +390,7 @@ class ProjectionRunner:
                 if moved is None:
                     worker.meter.add(len(events))
                     worker.moved_to(events[-1].position)
+                    worker.beat = self._clock()
                     return "applied"
                 log.info(
                     "projection %s: checkpoint moved from %d to %d elsewhere; batch discarded",
@@ -471,6 +477,7 @@ class ProjectionRunner:
         now = self._clock()
         try:
             await self._db.write(lambda tx: record_state(tx, worker.name, worker.state, now))
+            worker.beat = now
         except StoreClosed:
             raise
         except Exception:
@@ -496,6 +503,10 @@ class ProjectionRunner:
         except Exception:
             log.warning("projection %s: waiting for events failed", worker.name, exc_info=True)
             await self._sleep(self._idle_timeout)
+        if worker.state in _ACTIVE and self._clock() - worker.beat >= HEARTBEAT_INTERVAL:
+            # Caught up and idle: say so now and then, so that a reader of the checkpoint
+            # table can tell a live projection from one whose process died.
+            await self._record_state(worker)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the runner stops."""
@@ -521,6 +532,7 @@ class ProjectionRunner:
                 # The previous holder moved the checkpoint: start from where it left off.
                 worker.moved_to(await self._db.read(lambda tx: read_position(tx, worker.name)))
                 worker.state = "running"
+                await self._record_state(worker)
                 return True
         except StoreClosed:
             raise
