@@ -1,0 +1,453 @@
+"""PostgreSQL plumbing shared by the event store, the read side and the lease.
+
+Why synchronous psycopg in threads rather than async psycopg: handlers (inline
+projections, read-model projections, ``query(fn)``) are *synchronous* functions taking a
+:class:`~cqrskit.sql.SqlTx`, the same on SQLite and PostgreSQL. With sync connections a
+handler simply runs in the worker thread that holds the transaction; with async psycopg
+it would need a sync facade that blocks a thread on the event loop's coroutines, which
+deadlocks as soon as that thread is the loop's. psycopg releases the GIL while it waits on
+the socket, so N threads keep N transactions in flight and PostgreSQL's group commit
+batches their WAL flushes: writers are not serialised by this design.
+
+Placeholders: statements use ``?`` on every backend. :func:`translate_placeholders` turns
+them into psycopg's ``%s`` outside string literals, quoted identifiers, comments and
+dollar-quoted bodies, and doubles every literal ``%``. The translation is cached.
+Consequence: PostgreSQL's JSON operators ``?``, ``?|``, ``?&`` are unavailable through
+:class:`PgTx` (use ``jsonb_exists()`` and friends).
+
+Errors: an error inside a PostgreSQL transaction aborts it; a handler cannot catch a
+:class:`~cqrskit.errors.UniqueViolation` and carry on as it could on SQLite. Use
+``INSERT ... ON CONFLICT`` for "insert unless present".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import sql as pgsql
+
+from .errors import (
+    ConfigurationError,
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    StoreClosed,
+    UniqueViolation,
+)
+from .projection import Projection
+from .readside import RebuildTarget
+from .sql import Row, SqlTx
+
+__all__ = [
+    "PgPool",
+    "PgRebuildTarget",
+    "PgTx",
+    "PostgresDatabase",
+    "convert_error",
+    "translate_errors",
+    "translate_placeholders",
+]
+
+T = TypeVar("T")
+
+
+# -- placeholders ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def translate_placeholders(sql: str) -> str:
+    """``?`` -> ``%s`` outside literals/identifiers/comments; every ``%`` -> ``%%``."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c == "?":
+            out.append("%s")
+            i += 1
+        elif c == "%":
+            out.append("%%")
+            i += 1
+        elif c == "'":
+            # E'...' strings accept backslash escapes; standard strings only ''.
+            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _word_char(sql[i - 2]))
+            j = _end_of_quoted(sql, i, "'", backslash=escapes)
+            out.append(sql[i:j].replace("%", "%%"))
+            i = j
+        elif c == '"':
+            j = _end_of_quoted(sql, i, '"', backslash=False)
+            out.append(sql[i:j].replace("%", "%%"))
+            i = j
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j < 0 else j
+            out.append(sql[i:j].replace("%", "%%"))
+            i = j
+        elif sql.startswith("/*", i):
+            j = _end_of_block_comment(sql, i)
+            out.append(sql[i:j].replace("%", "%%"))
+            i = j
+        elif c == "$" and (i == 0 or not _word_char(sql[i - 1])):
+            tag_end = sql.find("$", i + 1)
+            tag = sql[i : tag_end + 1] if tag_end > 0 else ""
+            if tag and all(_word_char(ch) for ch in tag[1:-1]) and not tag[1:2].isdigit():
+                close = sql.find(tag, tag_end + 1)
+                j = n if close < 0 else close + len(tag)
+                out.append(sql[i:j].replace("%", "%%"))
+                i = j
+            else:
+                out.append(c)
+                i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _end_of_quoted(sql: str, start: int, quote: str, *, backslash: bool) -> int:
+    i, n = start + 1, len(sql)
+    while i < n:
+        ch = sql[i]
+        if backslash and ch == "\\":
+            i += 2
+            continue
+        if ch == quote:
+            if i + 1 < n and sql[i + 1] == quote:  # doubled quote: an escaped quote
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return n
+
+
+def _end_of_block_comment(sql: str, start: int) -> int:
+    depth, i, n = 0, start, len(sql)
+    while i < n:
+        if sql.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif sql.startswith("*/", i):
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return n
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def convert_error(exc: psycopg.Error | psycopg_pool.PoolTimeout) -> PersistenceError:
+    """A psycopg error as the :mod:`cqrskit.errors` persistence error it means."""
+    message = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return UniqueViolation(message, exc.diag.constraint_name)
+    if isinstance(exc, psycopg.IntegrityError):
+        return IntegrityError(message)
+    if isinstance(
+        exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolTimeout
+    ):
+        return OperationalError(message)
+    return PersistenceError(message)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        raise convert_error(exc) from exc
+
+
+# -- the SqlTx adapter ----------------------------------------------------------------------
+
+
+class PgTx:
+    """:class:`~cqrskit.sql.SqlTx` over a psycopg connection already inside a transaction.
+
+    Driver errors come out converted (:class:`~cqrskit.errors.UniqueViolation` carries the
+    constraint's name), so handlers see the same error tree as on SQLite.
+    """
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with translate_errors():
+            return self.conn.execute(translate_placeholders(sql), tuple(params)).rowcount
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        with translate_errors(), self.conn.cursor() as cur:
+            cur.executemany(translate_placeholders(sql), [tuple(p) for p in params])
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        with translate_errors():
+            row: Row | None = self.conn.execute(
+                translate_placeholders(sql), tuple(params)
+            ).fetchone()
+        return row
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with translate_errors():
+            return self.conn.execute(translate_placeholders(sql), tuple(params)).fetchall()
+
+
+# -- a pool of connections used from asyncio ------------------------------------------------
+
+
+class PgPool:
+    """A psycopg connection pool driven from asyncio through a thread pool of the same size.
+
+    Opens lazily (on the first call, in a worker thread) and runs ``on_open(conn)`` once,
+    e.g. migrations. Connections are in autocommit mode; transactions are explicit
+    (``conn.transaction()``), so a connection never goes back to the pool mid-transaction.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 16,
+        name: str = "cqrskit",
+        on_open: Callable[[psycopg.Connection[Any]], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name=name,
+            timeout=30.0,
+        )
+        self._executor = ThreadPoolExecutor(max_size, thread_name_prefix=name)
+        self._on_open = on_open
+        self._open_lock = threading.Lock()
+        self._opened = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def ensure_open(self) -> None:
+        """Open the pool (running ``on_open`` first) unless done; blocking."""
+        if self._opened:
+            return
+        with self._open_lock:
+            if self._opened:
+                return
+            with translate_errors():
+                if self._on_open is not None:
+                    with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                        self._on_open(conn)
+                # Waits for min_size connections: an unreachable server fails here, fast.
+                self._pool.open(wait=True, timeout=10.0)
+            self._opened = True
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection for this thread; errors come out converted."""
+        self.ensure_open()
+        with translate_errors(), self._pool.connection() as conn:
+            yield conn
+
+    def write_sync(self, fn: Callable[[PgTx], T]) -> T:
+        with self.connection() as conn, translate_errors(), conn.transaction():
+            return fn(PgTx(conn))
+
+    def read_sync(self, fn: Callable[[PgTx], T]) -> T:
+        """``fn`` in a read-only transaction (one consistent snapshot), always rolled back."""
+        with (
+            self.connection() as conn,
+            translate_errors(),
+            conn.transaction(force_rollback=True),
+        ):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return fn(PgTx(conn))
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run a blocking function on this pool's threads."""
+        if self._closed:
+            raise StoreClosed(f"{self._pool.name} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._pool.close()
+
+
+class PostgresDatabase:
+    """A PostgreSQL database used from asyncio (the read side): same shape as
+    :class:`cqrskit.sqlite.SqliteDatabase`, and a :class:`~cqrskit.readside.ReadDatabase`.
+
+    ``write(fn)`` runs ``fn(tx)`` in a READ COMMITTED read-write transaction; ``read(fn)``
+    in a ``REPEATABLE READ READ ONLY`` one (one consistent snapshot). Any exception rolls
+    back; psycopg errors come out converted. The read database may be another database,
+    or another server, than the event store's.
+
+    Exactly-once on PostgreSQL: a projection batch must lock its checkpoint row before it
+    compares it (:func:`cqrskit.checkpoints.lock_position`), so that a second runner's batch
+    waits, then sees the moved checkpoint and discards itself.
+    """
+
+    def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = 8) -> None:
+        self.url = url
+        self._pool = PgPool(url, min_size=pool_min, max_size=pool_max, name="cqrskit-read")
+
+    def write_sync(self, fn: Callable[[PgTx], T]) -> T:
+        return self._pool.write_sync(fn)
+
+    def read_sync(self, fn: Callable[[PgTx], T]) -> T:
+        return self._pool.read_sync(fn)
+
+    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """A pooled autocommit connection (blocking; errors come out converted)."""
+        return self._pool.connection()
+
+    async def write(self, fn: Callable[[PgTx], T]) -> T:
+        return await self._pool.run(lambda: self._pool.write_sync(fn))
+
+    async def read(self, fn: Callable[[PgTx], T]) -> T:
+        return await self._pool.run(lambda: self._pool.read_sync(fn))
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run a blocking function on this database's threads."""
+        return await self._pool.run(fn)
+
+    async def open_rebuild(self, projection: Projection) -> RebuildTarget:
+        """A fresh schema where ``projection``'s tables are rebuilt under their plain names;
+        its swap moves them into the live schema in one transaction (see
+        :class:`PgRebuildTarget`)."""
+        target = PgRebuildTarget(self, projection)
+        await self._pool.run(target.create)
+        return target
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class PgRebuildTarget:
+    """:class:`~cqrskit.readside.RebuildTarget` in a fresh schema of the live database.
+
+    ``write`` runs with ``SET LOCAL search_path TO <fresh schema>, <live schema>``: the
+    projection's unqualified SQL creates and fills its tables in the fresh schema (and still
+    finds other tables in the live one). ``swap``, in ONE transaction: lock the checkpoint
+    row (live batches lock it first too, so they wait, and no deadlock is possible), let
+    ``decide`` compare and move it, then ``DROP`` each live table and ``ALTER TABLE ... SET
+    SCHEMA`` the fresh one (indexes, constraints and owned sequences move with it) into the
+    live schema. The catalog change commits atomically: every API process, every
+    connection, sees the old tables and checkpoint or the new ones.
+
+    A caveat of DDL under MVCC: a REPEATABLE READ transaction that took its snapshot before
+    the swap and first touches the table after it reads the new table through its old
+    snapshot. Query handlers keep that harmless by reading the checkpoint *after* their
+    rows (the reported position is then never ahead of the rows).
+    """
+
+    def __init__(self, live: PostgresDatabase, projection: Projection) -> None:
+        if not projection.tables:
+            raise ConfigurationError(
+                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
+            )
+        self._live = live
+        self._name = projection.name
+        self._tables = projection.tables
+        self.schema = f"cqrskit_rebuild_{uuid.uuid4().hex[:12]}"
+        self._live_schema = "public"
+        self._discarded = False
+
+    def create(self) -> None:
+        with self._live.connection() as conn, translate_errors():
+            row = conn.execute("SELECT current_schema()").fetchone()
+            self._live_schema = str(row[0]) if row and row[0] else "public"
+            conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
+
+    def _write_sync(self, fn: Callable[[SqlTx], T]) -> T:
+        with self._live.connection() as conn, translate_errors(), conn.transaction():
+            conn.execute(
+                pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
+                    pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
+                )
+            )
+            return fn(PgTx(conn))
+
+    async def write(self, fn: Callable[[SqlTx], T]) -> T:
+        return await self._live.run(lambda: self._write_sync(fn))
+
+    def _swap_sync(self, decide: Callable[[SqlTx], bool]) -> bool:
+        from .checkpoints import lock_position
+
+        live, fresh = pgsql.Identifier(self._live_schema), pgsql.Identifier(self.schema)
+        with self._live.connection() as conn, translate_errors(), conn.transaction():
+            tx = PgTx(conn)
+            # Taken first, as live batches do: no batch commits between decide's compare
+            # and the replacement, and the two orders of locking cannot deadlock.
+            lock_position(tx, self._name)
+            if not decide(tx):
+                raise _KeepFresh  # rolls back; the fresh tables stay
+            for table in self._tables:
+                name = pgsql.Identifier(table)
+                found = conn.execute(
+                    "SELECT to_regclass(%s)", (f'"{self.schema}"."{table}"',)
+                ).fetchone()
+                if found is None or found[0] is None:
+                    raise ConfigurationError(
+                        f"table {table!r} is declared by projection {self._name!r} but its"
+                        " schema did not create it"
+                    )
+                conn.execute(pgsql.SQL("DROP TABLE IF EXISTS {}.{}").format(live, name))
+                conn.execute(pgsql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(fresh, name, live))
+        return True
+
+    async def swap(self, decide: Callable[[SqlTx], bool]) -> bool:
+        def run() -> bool:
+            try:
+                return self._swap_sync(decide)
+            except _KeepFresh:
+                return False
+
+        return await self._live.run(run)
+
+    async def discard(self) -> None:
+        if self._discarded:
+            return
+        self._discarded = True
+
+        def drop() -> None:
+            with self._live.connection() as conn, translate_errors():
+                conn.execute(
+                    pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        pgsql.Identifier(self.schema)
+                    )
+                )
+
+        await self._live.run(drop)
+
+
+class _KeepFresh(Exception):
+    """decide() said no: roll the swap back, keep the fresh tables."""

@@ -1,0 +1,322 @@
+"""PostgresEventStore: the event store contract, inline handlers, visibility, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from cqrskit import (
+    Codec,
+    Event,
+    EventStore,
+    OperationalError,
+    PersistenceError,
+    Projection,
+    RecordedEvent,
+    SchemaError,
+    SqlTx,
+    UniqueViolation,
+    handles,
+)
+from cqrskit.migrate import apply, migrations
+from cqrskit.postgres import translate_placeholders
+from cqrskit.store.postgres import PostgresEventStore
+from tests.eventstore_contract import EventStoreContract
+
+postgres = pytest.mark.postgres
+
+
+@postgres
+class TestPostgresEventStore(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _where(self, pg_url: str) -> None:
+        self.url = pg_url
+
+    async def make_store(self, codec: Codec) -> EventStore:
+        return await PostgresEventStore.open(self.url, codec, pool_max=8)
+
+
+# -- inline handlers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registered(Event):
+    user_id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Waited(Event):
+    """Its inline handler waits at a barrier: proves appends overlap."""
+
+
+class Emails(Projection):
+    """A write-model table kept inline: one account per email."""
+
+    name = "emails"
+    tables = ("emails",)
+
+    def __init__(self, barrier: threading.Barrier | None = None) -> None:
+        self.barrier = barrier
+
+    def create_schema(self, tx: SqlTx) -> None:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS emails (email TEXT PRIMARY KEY, user_id TEXT NOT NULL)"
+        )
+
+    @handles(Registered)
+    def on_registered(self, tx: SqlTx, event: Registered, record: RecordedEvent) -> None:
+        tx.execute(
+            "INSERT INTO emails (email, user_id) VALUES (?, ?)", (event.email, event.user_id)
+        )
+
+    @handles(Waited)
+    def on_waited(self, tx: SqlTx, event: Waited, record: RecordedEvent) -> None:
+        assert self.barrier is not None
+        self.barrier.wait(timeout=10)
+
+
+@pytest.fixture
+def barrier() -> threading.Barrier:
+    return threading.Barrier(2)
+
+
+@pytest.fixture
+async def store(pg_url: str, barrier: threading.Barrier) -> AsyncIterator[PostgresEventStore]:
+    opened = await PostgresEventStore.open(
+        pg_url, Codec([Registered, Waited]), inline=[Emails(barrier)]
+    )
+    yield opened
+    await opened.close()
+
+
+@postgres
+async def test_unique_violation_in_an_inline_handler_fails_the_whole_append(
+    store: PostgresEventStore,
+) -> None:
+    await store.append("user-1", [Registered("user-1", "a@example.com")])
+    with pytest.raises(UniqueViolation) as info:
+        await store.append(
+            "user-2", [Registered("user-2", "b@example.com"), Registered("user-2", "a@example.com")]
+        )
+    assert info.value.constraint == "emails_pkey"
+    assert await store.read_stream("user-2") == []
+    assert await store.head_position() == 1
+    rows = await store.query(lambda tx: tx.fetchall("SELECT email, user_id FROM emails"))
+    assert rows == [("a@example.com", "user-1")]
+    # The stream is still usable, and the next event takes the next visible position.
+    result = await store.append("user-2", [Registered("user-2", "b@example.com")])
+    assert result.version == 1
+    assert [r.stream_id for r in await store.read_all(1)] == ["user-2"]
+
+
+@postgres
+async def test_a_failing_append_never_affects_concurrent_ones(store: PostgresEventStore) -> None:
+    await store.append("taken", [Registered("taken", "taken@example.com")])
+    outcomes = await asyncio.gather(
+        *(
+            store.append(
+                f"user-{i}",
+                [Registered(f"user-{i}", "taken@example.com" if i % 3 == 0 else f"{i}@x.org")],
+            )
+            for i in range(60)
+        ),
+        return_exceptions=True,
+    )
+    failed = [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+    assert failed == [i for i in range(60) if i % 3 == 0]
+    assert all(isinstance(outcomes[i], UniqueViolation) for i in failed)
+    stored = {r.stream_id for r in await store.read_all(0)}
+    assert stored == {"taken"} | {f"user-{i}" for i in range(60) if i % 3}
+    count = await store.query(lambda tx: tx.fetchone("SELECT count(*) FROM emails"))
+    assert count == (41,)
+
+
+@postgres
+async def test_appends_run_concurrently_not_one_at_a_time(store: PostgresEventStore) -> None:
+    """Both appends' handlers wait at a two-party barrier inside their transactions: with
+    writers serialised (a table lock), the first would time out waiting for the second."""
+    first, second = await asyncio.gather(
+        store.append("a", [Waited()]), store.append("b", [Waited()])
+    )
+    assert {first.position, second.position} == {1, 2}
+
+
+@postgres
+async def test_any_version_appends_to_one_stream_all_land(store: PostgresEventStore) -> None:
+    results = await asyncio.gather(
+        *(store.append("busy", [Registered("busy", f"{i}@x.org")]) for i in range(40))
+    )
+    assert sorted(r.version for r in results) == list(range(1, 41))
+    assert [r.stream_version for r in await store.read_stream("busy")] == list(range(1, 41))
+
+
+# -- visibility -----------------------------------------------------------------------------
+
+
+@postgres
+async def test_an_append_committed_behind_an_in_flight_append_waits_for_it(
+    store: PostgresEventStore, barrier: threading.Barrier
+) -> None:
+    await store.append("a", [Registered("a", "a@x.org")])
+    # Its inline handler holds the transaction open at the barrier, positions taken.
+    slow = asyncio.create_task(store.append("slow", [Waited()]))
+    for _ in range(500):
+        if barrier.n_waiting == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert barrier.n_waiting == 1
+    fast = await store.append("b", [Registered("b", "b@x.org")])
+    # Committed, and readable by stream, yet not in the log: the in-flight append took
+    # the position before it, and a reader passing over that hole would lose it for good.
+    assert await store.read_stream("b") != []
+    assert await store.head_position() == 1
+    assert await store.read_all(1) == []
+    assert not await store.wait_for_new_events(1, timeout=0.1)
+    await asyncio.to_thread(barrier.wait, 10)  # let the slow append commit
+    slow_result = await slow
+    assert slow_result.position < fast.position
+    assert await store.head_position() == fast.position
+    assert [r.stream_id for r in await store.read_all(1)] == ["slow", "b"]
+
+
+@postgres
+async def test_transactions_that_cannot_append_do_not_hold_readers_back(
+    store: PostgresEventStore, pg_url: str
+) -> None:
+    """A long write transaction elsewhere (here: same database, any table) has an id but
+    not the append mark: it can never add an event below the head, so it is ignored."""
+    with psycopg.connect(pg_url) as bystander:
+        bystander.execute("SELECT pg_current_xact_id()")  # running, with an id
+        result = await store.append("b", [Registered("b", "b@x.org")])
+        assert await store.head_position() == result.position
+        assert [r.position for r in await store.read_all(0)] == [result.position]
+        # And it can no longer append: its id predates any position it could take.
+        with pytest.raises(psycopg.errors.RaiseException, match="first write"):
+            bystander.execute("SELECT cqrskit_allocate_positions(1)")
+
+
+@postgres
+async def test_wait_wakes_on_an_append_from_another_store(
+    store: PostgresEventStore, pg_url: str
+) -> None:
+    """Another process's store is only reachable through LISTEN/NOTIFY (the poll fallback
+    is set far beyond the test's deadline)."""
+    other = await PostgresEventStore.open(pg_url, store.codec, poll_interval=60)
+    try:
+        await store.append("a", [Registered("a", "a@x.org")])
+        waiter = asyncio.create_task(other.wait_for_new_events(1, timeout=30))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await store.append("b", [Registered("b", "b@x.org")])
+        assert await asyncio.wait_for(waiter, 5)
+    finally:
+        await other.close()
+
+
+@postgres
+async def test_a_failure_inside_the_allocation_leaves_no_lock_behind(
+    store: PostgresEventStore, pg_url: str
+) -> None:
+    """The allocation takes a session lock; an error between taking and releasing it
+    (here: the sequence exhausted) must not leave it held by a pooled session, or every
+    later append would hang."""
+    await store.append("a", [Registered("a", "a@x.org")])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SELECT setval('cqrskit_events_position_seq', 9223372036854775807)")
+        with pytest.raises(PersistenceError, match="maximum value"):
+            await store.append("b", [Registered("b", "b@x.org")])
+        held = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+        ).fetchone()
+        assert held == (0,)
+        conn.execute("SELECT setval('cqrskit_events_position_seq', 1)")
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(store.append(f"s-{i}", [Registered(f"s-{i}", f"{i}@x")]) for i in range(20))
+        ),
+        10,
+    )
+    assert sorted(r.position for r in results) == list(range(2, 22))
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@postgres
+async def test_driver_errors_come_out_converted(store: PostgresEventStore) -> None:
+    with pytest.raises(PersistenceError) as info:
+        await store.query(lambda tx: tx.fetchall("SELEKT 1"))
+    assert isinstance(info.value.__cause__, psycopg.errors.SyntaxError)
+    with pytest.raises(PersistenceError):
+        await store.query(lambda tx: tx.execute("INSERT INTO emails VALUES ('a', 'b')"))
+
+
+@postgres
+async def test_an_unreachable_server_is_an_operational_error() -> None:
+    store = PostgresEventStore("postgresql://postgres@127.0.0.1:1/nowhere", Codec([Registered]))
+    try:
+        with pytest.raises(OperationalError):
+            await store.head_position()
+    finally:
+        await store.close()
+
+
+def test_placeholders_are_translated_outside_literals_only() -> None:
+    assert translate_placeholders("SELECT ? , ?") == "SELECT %s , %s"
+    assert translate_placeholders("SELECT '?', \"?\", ? -- ?\n") == ("SELECT '?', \"?\", %s -- ?\n")
+    assert translate_placeholders("SELECT 'it''s ?', ?") == "SELECT 'it''s ?', %s"
+    assert translate_placeholders(r"SELECT E'\' ?', ?") == r"SELECT E'\' ?', %s"
+    assert translate_placeholders("SELECT $$ ? $$, $t$ ' ? $t$, ?") == (
+        "SELECT $$ ? $$, $t$ ' ? $t$, %s"
+    )
+    assert translate_placeholders("SELECT /* ? /* ? */ ? */ ?") == "SELECT /* ? /* ? */ ? */ %s"
+    assert translate_placeholders("SELECT 'a%' LIKE ?, 5 % 2") == "SELECT 'a%%' LIKE %s, 5 %% 2"
+
+
+@postgres
+async def test_percent_signs_and_question_marks_in_literals_reach_the_server(
+    store: PostgresEventStore,
+) -> None:
+    row = await store.query(lambda tx: tx.fetchone("SELECT '50% ?', ?::int % 7", (23,)))
+    assert row == ("50% ?", 2)
+
+
+# -- migrations -----------------------------------------------------------------------------
+
+
+@postgres
+def test_migrations_apply_once_even_when_started_concurrently(pg_url: str) -> None:
+    results: list[list[str]] = []
+    threads = [threading.Thread(target=lambda: results.append(apply(pg_url))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    shipped = [f"{m.version:04d}_{m.name}.sql" for m in migrations()]
+    assert sorted(results, key=len) == [[], [], [], shipped]
+    assert apply(pg_url) == []
+    with psycopg.connect(pg_url) as conn:
+        versions = conn.execute("SELECT version FROM cqrskit_migrations ORDER BY 1").fetchall()
+    assert [v for (v,) in versions] == [m.version for m in migrations()]
+
+
+@postgres
+def test_a_database_migrated_by_newer_code_or_an_edited_migration_is_refused(pg_url: str) -> None:
+    apply(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO cqrskit_migrations (version, name, checksum) VALUES (9999, 'x', '')"
+        )
+    with pytest.raises(SchemaError, match="9999"):
+        apply(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("DELETE FROM cqrskit_migrations WHERE version = 9999")
+        conn.execute("UPDATE cqrskit_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(SchemaError, match="changed after it was applied"):
+        apply(pg_url)
