@@ -3,8 +3,9 @@
 The suite is backend-agnostic. A *storage* is the set of CLI options naming where the data
 lives (`--data-dir DIR`, or `--write-url/--read-url` for PostgreSQL); every server, rebuild
 and status command of a test receives the same options. Backends to run the whole suite on
-come from `SOCIAL_E2E_BACKENDS` (comma-separated, default `sqlite`; `postgres` adds a run on
-two fresh PostgreSQL databases per storage), and `SOCIAL_E2E_SERVER_ARGS` adds extra
+come from `SOCIAL_E2E_BACKENDS` (comma-separated, default `sqlite,postgres`: the `postgres`
+run uses two fresh PostgreSQL databases per storage, and skips with a reason where no server
+answers, or fails when CQRSKIT_REQUIRE_POSTGRES=1, as in CI), and `SOCIAL_E2E_SERVER_ARGS` adds extra
 options to every `serve` (shell syntax)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.e2e._support import REPORT, Server, ServerFactory, ServerPool, Storag
 
 
 def _backend_params() -> list[object]:
-    names = [n.strip() for n in os.environ.get("SOCIAL_E2E_BACKENDS", "sqlite").split(",")]
+    names = [n.strip() for n in os.environ.get("SOCIAL_E2E_BACKENDS", "sqlite,postgres").split(",")]
     params: list[object] = []
     for name in filter(None, names):
         marks = [pytest.mark.postgres] if name == "postgres" else []
