@@ -40,15 +40,18 @@ CHECKPOINT_TABLE = "cqrskit_projections"
 _CREATE = f"""
 CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
     name TEXT PRIMARY KEY,
-    position INTEGER NOT NULL,
+    position BIGINT NOT NULL,
     state TEXT NOT NULL,
     error TEXT,
-    updated_at REAL,
-    events_per_second REAL NOT NULL DEFAULT 0,
-    rebuild_position INTEGER,
-    rebuild_updated_at REAL
+    updated_at DOUBLE PRECISION,
+    events_per_second DOUBLE PRECISION NOT NULL DEFAULT 0,
+    rebuild_position BIGINT,
+    rebuild_updated_at DOUBLE PRECISION
 )
 """
+# BIGINT and DOUBLE PRECISION, not INTEGER and REAL: on PostgreSQL those are 4 bytes
+# (positions would overflow at 2**31; REAL rounds epoch seconds to 128 s). SQLite gives
+# these names the same 8-byte affinities as the short ones.
 
 _COLUMNS = (
     "name, position, state, error, updated_at, events_per_second,"

@@ -3,7 +3,8 @@
 ``serve`` prints exactly one line on stdout, ``Listening on http://HOST:PORT``, once the
 projections run and the socket accepts connections (``--port 0`` picks a free port and
 prints it). SIGTERM or SIGINT: stop accepting, finish the requests in flight and the
-projections' current batch, exit 0. Logs go to stderr.
+projections' current batch, exit 0. Logs go to stderr. ``serve --no-projections`` is an
+API process only (reads wait on the checkpoints that ``worker`` processes move).
 """
 
 from __future__ import annotations
@@ -113,11 +114,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(settings: Settings, host: str, port: int, log_level: str) -> int:
+async def _serve(
+    settings: Settings, host: str, port: int, log_level: str, run_projections: bool
+) -> int:
     sock = _bind(host, port)
     real_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings), lifespan="on", log_level=log_level, access_log=False
+        create_app(settings, run_projections=run_projections),
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
     )
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     server = _Server(config, f"Listening on http://{shown}:{real_port}")
@@ -218,9 +224,17 @@ def serve(
     write_url: WriteUrl = None,
     read_url: ReadUrl = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+    projections: Annotated[
+        bool,
+        typer.Option(
+            "--projections/--no-projections",
+            help="Also run the projections (on PostgreSQL, each one in one process at a"
+            " time: the others stand by); --no-projections: HTTP only, for `worker`s to run.",
+        ),
+    ] = True,
 ) -> None:
     """The HTTP API and the projections, in one process."""
-    _run(_serve(_settings(data_dir, write_url, read_url), host, port, log_level))
+    _run(_serve(_settings(data_dir, write_url, read_url), host, port, log_level, projections))
 
 
 @app.command()

@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -379,3 +380,138 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+@dataclass
+class Worker:
+    """One running `social worker` process (projections only). Ready once it prints
+    "Running projections: ..."; its stdout and stderr go to log files."""
+
+    storage: Storage
+    log_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / f"worker-{id(self)}.stdout"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.log_dir / f"worker-{id(self)}.stderr"
+
+    def start(self) -> Worker:
+        cmd = [str(SOCIAL), "worker", *self.storage.args]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while "Running projections" not in self.stdout_path.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise ServerError(
+                    f"`{' '.join(cmd)}` did not print 'Running projections' within "
+                    f"{READY_TIMEOUT:.0f} s (exit code {self.proc.returncode}).\n"
+                    f"stderr tail:\n{self.stderr_tail()}"
+                )
+            time.sleep(0.05)
+        return self
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT)
+
+
+class TcpProxy:
+    """A TCP relay to ``target`` on a free local port, which can be cut (every connection
+    reset, new ones refused, as a database server that went away) and resumed on the same
+    port: an outage of one service's database without touching the shared server."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener = self._listen(0)
+        self.port: int = self._listener.getsockname()[1]
+
+    def url(self, database_url: str) -> str:
+        """``database_url`` (postgresql://user@host:port/db) through this proxy."""
+        prefix, _, rest = database_url.partition("://")
+        auth, _, path = rest.partition("/")
+        user = auth.rpartition("@")[0]
+        return f"{prefix}://{user}@127.0.0.1:{self.port}/{path}"
+
+    def _listen(self, port: int) -> socket.socket:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(64)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return listener
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut or closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept thread
+        self._listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def resume(self) -> None:
+        self._listener = self._listen(self.port)
+
+    def close(self) -> None:
+        self.cut()

@@ -3,10 +3,10 @@
 The suite is backend-agnostic. A *storage* is the set of CLI options naming where the data
 lives (`--data-dir DIR`, or `--write-url/--read-url` for PostgreSQL); every server, rebuild
 and status command of a test receives the same options. Backends to run the whole suite on
-come from `SOCIAL_E2E_BACKENDS` (comma-separated, default `sqlite,postgres`: the `postgres`
-run uses two fresh PostgreSQL databases per storage, and skips with a reason where no server
-answers, or fails when CQRSKIT_REQUIRE_POSTGRES=1, as in CI), and `SOCIAL_E2E_SERVER_ARGS` adds extra
-options to every `serve` (shell syntax)."""
+come from `SOCIAL_E2E_BACKENDS` (comma-separated, default `sqlite,postgres`: the
+`postgres` run uses two fresh PostgreSQL databases per storage, and skips with a reason
+where no server answers, or fails when CQRSKIT_REQUIRE_POSTGRES=1, as in CI), and
+`SOCIAL_E2E_SERVER_ARGS` adds extra options to every `serve` (shell syntax)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ..infrastructure.bootstrap import bootstrap
 from ..infrastructure.settings import Settings
 from .errors import install_error_handlers
-from .middleware import BodyLimit, CatchAll
+from .middleware import BodyLimit, CatchAll, Deadline
 from .routes import router
 
 __all__ = ["create_app"]
@@ -27,6 +27,8 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> FastAPI:
         try:
             if run_projections:
                 await container.start_projections()
+            else:
+                await container.prepare_read_side()
             yield
         finally:
             # uvicorn has finished the in-flight requests; the runner finishes its batch.
@@ -42,5 +44,6 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> FastAPI:
     app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Deadline, seconds=settings.request_timeout)
     app.add_middleware(CatchAll)  # added last: the outermost of ours
     return app

@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: the body size limit and the catch-all for real bugs."""
+"""Pure ASGI middleware: the body size limit, the request deadline and the catch-all for
+real bugs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -9,12 +11,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import BodyTooLarge
 
-__all__ = ["BodyLimit", "CatchAll"]
+__all__ = ["BodyLimit", "CatchAll", "Deadline"]
 
 log = logging.getLogger("social.api")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    body: dict[str, object],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     data = json.dumps(body).encode()
     await send(
         {
@@ -23,6 +30,7 @@ async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
+                *(headers or []),
             ],
         }
     )
@@ -101,3 +109,49 @@ class CatchAll:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 await _send_json(send, 500, {"error": "Internal server error"})
+
+
+class Deadline:
+    """No request outlives ``seconds``: past it, 503 with ``Retry-After``, never a hang.
+
+    When the database is down, a request can wait for a pooled connection far longer
+    than any client does (the pool's own timeout is 30 s). The request is cancelled at
+    the deadline: a write whose outcome is then unknown answers 503 (not acknowledged:
+    it may or may not have been stored, as with any timeout), and the client retries.
+    The deadline is longer than the ``X-Min-Position`` wait, which answers its own 503.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.seconds):
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            log.warning(
+                "%s %s: no answer within %.1f s (database unavailable?)",
+                scope.get("method"),
+                scope.get("path"),
+                self.seconds,
+            )
+            if started:
+                raise
+            await _send_json(
+                send,
+                503,
+                {"error": "The service is unavailable, try again"},
+                [(b"retry-after", b"1")],
+            )

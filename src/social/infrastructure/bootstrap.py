@@ -4,12 +4,21 @@
 when URLs are given), builds the codec, the buses with every handler registered
 explicitly, the projections and their runner (not started: the caller decides whether
 this process runs them). Importing this module opens nothing.
+
+Scale-out on PostgreSQL: any number of ``serve`` and ``worker`` processes may run the
+projections against the same databases. Each runner then holds a lease per projection
+(:class:`cqrskit.lease.PgAdvisoryLease`, a session advisory lock in the read database): one
+process applies a projection, the others stand by, and when the holder dies its session
+ends, the lock frees itself and a standby takes over within about one ``lease_interval``.
+On SQLite there is no lease: one machine, and the checkpoint compare of each batch already
+keeps a second runner from applying anything twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cqrskit.bus import (
     CommandBus,
@@ -18,12 +27,14 @@ from cqrskit.bus import (
     retry_on_conflict_middleware,
     timing_middleware,
 )
+from cqrskit.checkpoints import ensure_table
 from cqrskit.codec import Codec
 from cqrskit.errors import ConfigurationError, ConsistencyTimeout, PersistenceError
 from cqrskit.monitoring import ProjectionStatus, projection_status
 from cqrskit.projection import Projection
 from cqrskit.readside import ReadDatabase
-from cqrskit.runner import ProjectionRunner
+from cqrskit.runner import Lease, ProjectionRunner
+from cqrskit.sql import SqlTx
 from cqrskit.sqlite import SqliteDatabase
 from cqrskit.store.base import EventStore
 from cqrskit.store.sqlite import SqliteEventStore
@@ -56,6 +67,21 @@ from .write_model import UsersTable
 __all__ = ["Container", "bootstrap", "open_backends", "read_models"]
 
 
+LEASE_INTERVAL = 1.0
+"""Seconds between lease renewals of the active process and tries of the standbys: the
+takeover delay after the holder dies is about this (plus one batch)."""
+
+
+_SCHEMA_LOCK = 0x736F_6369_616C_0001
+"""Transaction advisory lock (PostgreSQL) taken while the read side's tables are created."""
+
+
+class ClosableLease(Lease, Protocol):
+    """A :class:`~cqrskit.runner.Lease` whose connection the container closes."""
+
+    async def close(self) -> None: ...
+
+
 def read_models() -> list[Projection]:
     """The read-side projections, in the order status lists them."""
     return [UserProfiles(SqlProfileRows()), Posts(SqlPostRows()), Follows(SqlFollowRows())]
@@ -75,6 +101,8 @@ class Container:
     runner: ProjectionRunner
     tokens: TokenService
     metrics: Metrics
+    lease: ClosableLease | None = None
+    """The projections' lease (PostgreSQL only): closed after the runner has stopped."""
     runner_started: bool = field(default=False)
 
     def projection(self, name: str) -> Projection:
@@ -84,7 +112,30 @@ class Container:
         names = ", ".join(p.name for p in self.projections)
         raise ConfigurationError(f"no read model named {name!r} (known: {names})")
 
+    async def prepare_read_side(self) -> None:
+        """Create the checkpoint table and the read models' tables, unless present.
+
+        Processes starting together on a fresh PostgreSQL database would race on
+        ``CREATE TABLE IF NOT EXISTS`` (the losers fail with a unique violation in the
+        catalog): one transaction advisory lock makes them take turns, and the runner's
+        own creation then finds every table there. An API process that runs no projection
+        calls it too, so that its reads answer 404 or an empty page, not an error, before
+        any worker has run.
+        """
+        on_postgres = self.settings.read_url is not None
+        projections = self.projections
+
+        def create(tx: SqlTx) -> None:
+            if on_postgres:
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+            ensure_table(tx)
+            for projection in projections:
+                projection.create_schema(tx)
+
+        await self.db.write(create)
+
     async def start_projections(self) -> None:
+        await self.prepare_read_side()
         await self.runner.start()
         self.runner_started = True
 
@@ -112,11 +163,17 @@ class Container:
                 raise ConsistencyTimeout(name, position, 0, remaining) from exc
 
     async def close(self) -> None:
-        await self.stop_projections()
         try:
-            await self.store.close()
+            await self.stop_projections()  # releases the leases it holds
         finally:
-            await self.db.close()
+            try:
+                if self.lease is not None:
+                    await self.lease.close()  # ends its session: no lock survives us
+            finally:
+                try:
+                    await self.store.close()
+                finally:
+                    await self.db.close()
 
 
 async def open_backends(
@@ -183,7 +240,15 @@ async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDat
     queries.register(Authenticate, reads.authenticate)
 
     projections = read_models()
-    runner = ProjectionRunner(store, db, projections, batch_size=settings.batch_size)
+    lease = _lease_for(settings)
+    runner = ProjectionRunner(
+        store,
+        db,
+        projections,
+        batch_size=settings.batch_size,
+        lease=lease,
+        lease_interval=LEASE_INTERVAL,
+    )
     return Container(
         settings=settings,
         store=store,
@@ -195,4 +260,19 @@ async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDat
         runner=runner,
         tokens=TokenService(secret, settings.token_ttl),
         metrics=metrics,
+        lease=lease,
     )
+
+
+def _lease_for(settings: Settings) -> ClosableLease | None:
+    """On PostgreSQL, the lease that lets one process at a time run each projection.
+
+    It lives in the read database: that is what a projection writes, so every process
+    that could write the same read models meets on the same locks (advisory locks are
+    per database), whichever event store feeds them. It connects on first use only.
+    """
+    if not settings.read_url:
+        return None
+    from cqrskit.lease import PgAdvisoryLease
+
+    return PgAdvisoryLease(settings.read_url)

@@ -23,6 +23,9 @@ class Settings:
     token_ttl: float = 24 * 3600.0
     min_position_timeout: float = 5.0
     """How long a read waits for ``X-Min-Position`` before answering 503."""
+    request_timeout: float = 8.0
+    """Longest time a request may take before it answers 503 (the database may be down);
+    longer than ``min_position_timeout``."""
     max_body_bytes: int = 64 * 1024
     scrypt: ScryptParams = field(default_factory=ScryptParams)
     batch_size: int = 500
