@@ -1,0 +1,62 @@
+"""Sizes of a run: the full run and the QUICK one differ only in these numbers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    repetitions: int
+    command_seconds: float
+    """How long each commands_per_s measurement runs."""
+    catchup_events: int
+    rebuild_events: int
+    replay_time_cap: float
+    """A catch-up or rebuild that would take longer is measured over what it did in this
+    many seconds (the rate stays a rate; only slow systems hit the cap)."""
+    lag_samples: int
+    lag_time_cap: float
+    """A lag run stops after this many seconds even if it has fewer samples (a backend that
+    makes each command wait long for visibility would otherwise take minutes)."""
+    http_seconds: float
+    slow_seed_events: int
+    pg_seed_events: int
+    """Length of the logs seeded on PostgreSQL. cqrskit's appends there run at ~1,500/s on
+    this machine, so a 1,000,000-event log would take over ten minutes to seed; replay
+    rates are measured over what fits in ``replay_time_cap`` anyway."""
+    """Length of the log seeded for eventsourcing, whose per-event transactions cannot get
+    past this many events within ``replay_time_cap`` (seeding it a longer log only costs
+    time: its catch-up and rebuild rates are measured over what fits in the cap)."""
+    http_connections: int = 64
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = Sizes(
+    repetitions=3,
+    command_seconds=3.0,
+    catchup_events=100_000,
+    rebuild_events=1_000_000,
+    replay_time_cap=20.0,
+    lag_samples=400,
+    lag_time_cap=15.0,
+    http_seconds=5.0,
+    slow_seed_events=100_000,
+    pg_seed_events=100_000,
+)
+
+QUICK = Sizes(
+    repetitions=3,
+    command_seconds=0.75,
+    catchup_events=20_000,
+    rebuild_events=100_000,
+    replay_time_cap=2.0,
+    lag_samples=100,
+    lag_time_cap=3.0,
+    http_seconds=1.0,
+    slow_seed_events=20_000,
+    pg_seed_events=20_000,
+)

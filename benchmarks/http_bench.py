@@ -1,0 +1,118 @@
+"""cqrskit over HTTP: the social service (``social serve``) under a separate load generator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .orchestrate import Run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def social_command() -> list[str]:
+    script = Path(sys.executable).parent / "social"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "social.cli"]
+
+
+class Server:
+    """A ``social serve`` process; ready once it printed ``Listening on``."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [*social_command(), "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.url: str | None = None
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if len(self.output) < 200:
+                self.output.append(line.rstrip())
+            if self.url is None and "Listening on " in line:
+                self.url = line.split("Listening on ", 1)[1].strip().split()[0]
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        self._ready.wait(timeout)
+        if self.url is None:
+            self.stop()
+            tail = "\n".join(self.output[-20:])
+            raise RuntimeError(f"social serve did not start:\n{tail}")
+        return self.url
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+
+
+def http_figures(run: Run, backend: str) -> dict[str, float]:
+    """One repetition of the HTTP figures on a fresh data directory or pair of databases."""
+    used: list[str] = []
+    if backend == "sqlite":
+        data_dir = run.workdir / f"http-{time.monotonic_ns()}"
+        args = ["--data-dir", str(data_dir)]
+    else:
+        write, read = run.fresh("social", backend, "w"), run.fresh("social", backend, "r")
+        used += [write, read]
+        args = ["--write-url", write, "--read-url", read]
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = Server(["--host", "127.0.0.1", "--port", str(port), *args], env)
+    try:
+        url = server.wait_ready()
+        return run._subprocess(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.loadgen",
+                "--url",
+                url,
+                "--connections",
+                str(run.sizes.http_connections),
+                "--seconds",
+                str(run.sizes.http_seconds),
+            ],
+            timeout=300,
+            label=f"http/{backend}",
+        )
+    except RuntimeError as exc:
+        run.errors.append(f"http/{backend}: {exc}")
+        return {}
+    finally:
+        server.stop()
+        for where in used:
+            run.discard(backend, where)
+        if backend == "sqlite":
+            import shutil
+
+            shutil.rmtree(data_dir, ignore_errors=True)

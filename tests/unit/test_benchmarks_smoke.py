@@ -1,0 +1,135 @@
+"""The benchmark suite imports and its bookkeeping works, so it cannot rot silently.
+
+Runs no benchmark: statistics, the results file and the table on fake numbers, and the
+workload generators (which every system shares).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks import SYSTEMS
+from benchmarks.orchestrate import Selection
+from benchmarks.report import markdown, rows
+from benchmarks.stats import (
+    UNITS,
+    Samples,
+    machine_info,
+    percentile,
+    results_document,
+    summarize,
+    write_results,
+)
+from benchmarks.workload import ClientScript, Follow, Publish, Register, history
+
+MODULES = [
+    "benchmarks.__main__",
+    "benchmarks.config",
+    "benchmarks.cqrskit_system",
+    "benchmarks.es_system",
+    "benchmarks.http_bench",
+    "benchmarks.loadgen",
+    "benchmarks.measure",
+    "benchmarks.orchestrate",
+    "benchmarks.pg",
+    "benchmarks.raw_system",
+    "benchmarks.report",
+    "benchmarks.worker",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_benchmark_modules_import(name: str) -> None:
+    importlib.import_module(name)
+
+
+def test_summary_is_median_with_min_and_max() -> None:
+    figure = summarize("commands_per_s_1", "raw", "sqlite", [30.0, 10.0, 20.0, 50.0])
+    assert (figure.median, figure.min, figure.max) == (25.0, 10.0, 50.0)
+    assert figure.unit == "commands/s"
+    assert figure.samples == 4
+
+
+def test_summary_refuses_no_samples() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        summarize("lag_p99_ms", "raw", "sqlite", [])
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_samples_group_repetitions_and_refuse_unknown_figures() -> None:
+    samples = Samples()
+    for value in (1.0, 3.0, 2.0):
+        samples.add("cqrskit", "sqlite", {"lag_p50_ms": value})
+    samples.add("raw", "sqlite", {"lag_p50_ms": 4.0})
+    figures = {(f.system, f.name): f for f in samples.figures()}
+    assert figures[("cqrskit", "lag_p50_ms")].median == 2.0
+    assert figures[("raw", "lag_p50_ms")].samples == 1
+    with pytest.raises(ValueError, match="unknown figure"):
+        samples.add("raw", "sqlite", {"bogus": 1.0})
+
+
+def test_results_file_has_the_documented_schema(tmp_path: Path) -> None:
+    samples = Samples()
+    for system, value in zip(SYSTEMS, (3000.0, 1000.0, 6000.0), strict=True):
+        samples.add(system, "sqlite", {"commands_per_s_32": value, "lag_p99_ms": value / 1000})
+    document = results_document(machine_info("15.2"), samples.figures(), {"quick": True})
+    path = tmp_path / "results" / "latest.json"
+    write_results(path, document)
+
+    loaded = json.loads(path.read_text())
+    assert set(loaded["machine"]) >= {"cpu", "cores", "python", "sqlite_version", "pg_version"}
+    assert loaded["machine"]["pg_version"] == "15.2"
+    for figure in loaded["figures"]:
+        assert set(figure) >= {"name", "system", "backend", "median", "min", "max", "unit"}
+        assert figure["unit"] == UNITS[figure["name"]]
+
+    table = {(r[0], r[1]): r for r in rows(loaded)}
+    # cqrskit/eventsourcing and cqrskit/raw on medians; inverted for latencies.
+    assert table[("commands_per_s_32", "sqlite")][-2:] == ["3.00x", "0.50x"]
+    assert table[("lag_p99_ms", "sqlite")][-2:] == ["0.33x", "2.00x"]
+    assert "| commands_per_s_32 | sqlite |" in markdown(loaded)
+
+
+def test_only_selects_groups_figures_systems_and_backends() -> None:
+    selection = Selection("lag_p99_ms,raw,sqlite")
+    assert selection.groups == {"lag"}
+    assert selection.systems == ["raw"]
+    assert selection.backends == ["sqlite"]
+    everything = Selection(None)
+    assert everything.systems == list(SYSTEMS)
+    with pytest.raises(SystemExit):
+        Selection("nonsense")
+
+
+def test_history_is_deterministic_and_only_references_earlier_users() -> None:
+    ops = list(history(400))
+    assert ops == list(history(400))
+    registered: set[object] = set()
+    for op in ops:
+        if isinstance(op, Register):
+            registered.add(op.user_id)
+        elif isinstance(op, Publish):
+            assert op.author_id in registered
+        else:
+            assert isinstance(op, Follow)
+            assert {op.follower_id, op.followee_id} <= registered
+            assert op.follower_id != op.followee_id
+    kinds = [type(op).__name__ for op in ops]
+    assert kinds.count("Register") == 100
+
+
+def test_client_script_cycles_register_post_post_follow() -> None:
+    script = ClientScript(0)
+    kinds = [type(script.next()).__name__ for _ in range(8)]
+    # The first cycle has no previous user to follow, so it posts instead.
+    first_cycle = ["Register", "Publish", "Publish", "Publish"]
+    assert kinds == [*first_cycle, "Register", "Publish", "Publish", "Follow"]
