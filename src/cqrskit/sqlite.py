@@ -82,15 +82,26 @@ def translate_errors() -> Iterator[None]:
 
 
 class SqliteTx:
-    """:class:`~cqrskit.sql.SqlTx` over a sqlite3 connection already inside a transaction."""
+    """:class:`~cqrskit.sql.SqlTx` over a sqlite3 connection already inside a transaction.
 
-    __slots__ = ("conn",)
+    ``execute`` runs on one cursor kept for the transaction: a projection batch makes
+    thousands of calls, and ``conn.execute`` would create (and free) a cursor for each.
+    """
+
+    __slots__ = ("_cursor", "_execute", "conn")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._cursor = conn.cursor()
+        self._execute = self._cursor.execute
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql, params).rowcount
+        return self._execute(sql, params).rowcount
+
+    def close(self) -> None:
+        """Finish the kept cursor's last statement (as freeing a cursor per call did), so
+        that none is still in progress when the transaction ends."""
+        self._cursor.close()
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
         self.conn.executemany(sql, params)
@@ -136,9 +147,12 @@ class SqliteDatabase:
         conn = self.writer_connection()
         with translate_errors():
             conn.execute("BEGIN IMMEDIATE")
+            tx = SqliteTx(conn)
             try:
-                result = fn(SqliteTx(conn))
+                result = fn(tx)
+                tx.close()
             except BaseException:
+                tx.close()
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")

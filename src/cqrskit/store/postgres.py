@@ -348,8 +348,12 @@ class PostgresEventStore(EventStore):
         return rows[0][0] if rows else None
 
     async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        rows = await self._run(lambda: self._fetch_log(_READ_ALL, (from_position, limit)))
-        return [RecordedEvent(*r) for r in rows]
+        # The envelopes are built on the pool's thread, not on the event loop.
+        return await self._run(lambda: self._read_all_sync(from_position, limit))
+
+    def _read_all_sync(self, from_position: int, limit: int) -> list[RecordedEvent]:
+        rows = self._fetch_log(_READ_ALL, (from_position, limit))
+        return [RecordedEvent(*row) for row in rows]
 
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         rows = await self._run(lambda: self._fetch(_READ_STREAM, (stream_id, from_version)))
