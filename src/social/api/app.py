@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ..infrastructure.bootstrap import bootstrap
 from ..infrastructure.settings import Settings
 from .errors import install_error_handlers
-from .middleware import BodyLimit, CatchAll, Deadline
+from .middleware import Guard
 from .routes import router
 
 __all__ = ["create_app"]
@@ -43,7 +43,6 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> FastAPI:
     )
     app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(Deadline, seconds=settings.request_timeout)
-    app.add_middleware(CatchAll)  # added last: the outermost of ours
+    # Added last: the outermost of ours (catch-all, then deadline, then body limit).
+    app.add_middleware(Guard, limit=settings.max_body_bytes, seconds=settings.request_timeout)
     return app

@@ -1,4 +1,9 @@
-"""Request dependencies: the container, the caller's identity, the read's min position."""
+"""Request dependencies: the container, the caller's identity, the read's min position.
+
+Every dependency is ``async def`` although none awaits: FastAPI runs a plain ``def``
+dependency in a worker thread, a thread hop per dependency per request (a fifth of the
+event loop's time under load). These are all microseconds of CPU (an HMAC at most), so
+they run on the loop instead."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from .errors import BadRequest
 __all__ = ["Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
 
 
-def _container(request: Request) -> Container:
+async def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -29,7 +34,7 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def _current_user(
+async def _current_user(
     container: Annotated[Container, Depends(_container)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> str:
@@ -39,7 +44,7 @@ def _current_user(
     return container.tokens.verify(token)
 
 
-def _caller(
+async def _caller(
     container: Annotated[Container, Depends(_container)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> str | None:
@@ -51,14 +56,14 @@ def _caller(
         return None
 
 
-def _user_id(user_id: Annotated[str, Path()]) -> str:
+async def _user_id(user_id: Annotated[str, Path()]) -> str:
     """A path id that could not be stored (a NUL, a lone surrogate) names nobody."""
     if not is_clean_text(user_id):
         raise UserNotFound(user_id)
     return user_id
 
 
-def _min_position(x_min_position: Annotated[str | None, Header()] = None) -> int | None:
+async def _min_position(x_min_position: Annotated[str | None, Header()] = None) -> int | None:
     if x_min_position is None:
         return None
     value = x_min_position.strip()

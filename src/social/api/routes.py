@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter
 from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
@@ -29,8 +29,18 @@ Limit = Annotated[int, QueryParam(ge=1, le=q.MAX_LIMIT)]
 Before = Annotated[str | None, QueryParam()]
 
 
-def _answer(body: Any, position: int, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"X-Position": str(position)})
+_json = msgspec.json.Encoder()
+
+
+def _answer(body: Any, position: int, status: int = 200) -> Response:
+    """A JSON answer carrying the consistency token. Encoded by msgspec (UTF-8, compact, as
+    JSONResponse writes it) in a fraction of ``json.dumps``'s time; dataclasses as objects."""
+    return Response(
+        _json.encode(body),
+        status_code=status,
+        headers={"X-Position": str(position)},
+        media_type="application/json",
+    )
 
 
 async def _read(
@@ -43,21 +53,21 @@ async def _read(
 
 
 def _page(page: q.Page[Any]) -> dict[str, Any]:
-    return {"items": [asdict(item) for item in page.items], "next": page.next}
+    return {"items": page.items, "next": page.next}  # msgspec encodes the dataclasses
 
 
 # -- users and sessions ------------------------------------------------------------------------
 
 
 @router.post("/users", status_code=201, response_model=s.UserVersionOut, tags=["users"])
-async def register(body: s.Registration, container: Services) -> JSONResponse:
+async def register(body: s.Registration, container: Services) -> Response:
     cmd = c.RegisterUser(body.email, body.password, body.display_name, body.avatar_url)
     result = await container.commands.dispatch(cmd)
     return _answer({"id": result.value.id, "version": result.value.version}, result.position, 201)
 
 
 @router.post("/sessions", response_model=s.SessionToken, tags=["users"])
-async def login(body: s.SessionRequest, container: Services) -> JSONResponse:
+async def login(body: s.SessionRequest, container: Services) -> Response:
     result = await container.queries.ask(q.Authenticate(body.email, body.password))
     token = container.tokens.issue(result.value)
     return _answer({"token": token, "user_id": result.value}, result.position)
@@ -66,7 +76,7 @@ async def login(body: s.SessionRequest, container: Services) -> JSONResponse:
 @router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"])
 async def get_user(
     user_id: UserId, container: Services, caller: Caller, min_position: MinPosition
-) -> JSONResponse:
+) -> Response:
     result = await _read(container, UserProfiles.name, min_position, q.GetUser(user_id, caller))
     user: q.UserView = result.value
     body = {
@@ -87,7 +97,7 @@ async def get_user(
 @router.patch("/users/{user_id}", response_model=s.UserVersionOut, tags=["users"])
 async def update_profile(
     user_id: UserId, body: s.ProfileChange, container: Services, me: CurrentUser
-) -> JSONResponse:
+) -> Response:
     given = body.model_fields_set
     cmd = c.UpdateProfile(
         user_id=user_id,
@@ -104,7 +114,7 @@ async def update_profile(
 
 
 @router.post("/posts", status_code=201, response_model=s.PostCreated, tags=["posts"])
-async def create_post(body: s.NewPost, container: Services, me: CurrentUser) -> JSONResponse:
+async def create_post(body: s.NewPost, container: Services, me: CurrentUser) -> Response:
     result = await container.commands.dispatch(c.CreatePost(me, body.content))
     return _answer({"id": result.value.id}, result.position, 201)
 
@@ -116,7 +126,7 @@ async def list_posts(
     min_position: MinPosition,
     limit: Limit = q.DEFAULT_LIMIT,
     before: Before = None,
-) -> JSONResponse:
+) -> Response:
     query = q.ListPosts(user_id, limit, before)
     result = await _read(container, Posts.name, min_position, query)
     return _answer(_page(result.value), result.position)
@@ -126,13 +136,13 @@ async def list_posts(
 
 
 @router.put("/users/{user_id}/followers/me", response_model=s.Following, tags=["follows"])
-async def follow(user_id: UserId, container: Services, me: CurrentUser) -> JSONResponse:
+async def follow(user_id: UserId, container: Services, me: CurrentUser) -> Response:
     result = await container.commands.dispatch(c.FollowUser(me, user_id))
     return _answer({"following": result.value.following}, result.position)
 
 
 @router.delete("/users/{user_id}/followers/me", response_model=s.Following, tags=["follows"])
-async def unfollow(user_id: UserId, container: Services, me: CurrentUser) -> JSONResponse:
+async def unfollow(user_id: UserId, container: Services, me: CurrentUser) -> Response:
     result = await container.commands.dispatch(c.UnfollowUser(me, user_id))
     return _answer({"following": result.value.following}, result.position)
 
@@ -144,7 +154,7 @@ async def list_followers(
     min_position: MinPosition,
     limit: Limit = q.DEFAULT_LIMIT,
     before: Before = None,
-) -> JSONResponse:
+) -> Response:
     query = q.ListFollowers(user_id, limit, before)
     result = await _read(container, Follows.name, min_position, query)
     return _answer(_page(result.value), result.position)
@@ -157,7 +167,7 @@ async def list_following(
     min_position: MinPosition,
     limit: Limit = q.DEFAULT_LIMIT,
     before: Before = None,
-) -> JSONResponse:
+) -> Response:
     query = q.ListFollowing(user_id, limit, before)
     result = await _read(container, Follows.name, min_position, query)
     return _answer(_page(result.value), result.position)
@@ -172,7 +182,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/projections", response_model=list[s.ProjectionInfo], tags=["operations"])
-async def projections(container: Services) -> JSONResponse:
+async def projections(container: Services) -> Response:
     return JSONResponse(
         [
             {

@@ -1,0 +1,110 @@
+"""The SQLite store's one-client command path: groups of one (no SAVEPOINT), the version
+bump read back with RETURNING, and stream reads on the point-reader threads."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cqrskit import NO_STREAM, ConcurrencyError, StoreClosed
+from cqrskit.messages import new_id
+from cqrskit.store.sqlite import SqliteEventStore
+from tests.eventstore_contract import Deposited, contract_codec
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_failed_group_of_one_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = await SqliteEventStore.open(path, contract_codec())
+    try:
+        await store.append("a", [Deposited(1), Deposited(2)], NO_STREAM)
+        with pytest.raises(ConcurrencyError):
+            await store.append("a", [Deposited(3)], NO_STREAM)  # alone in its group
+        with pytest.raises(ConcurrencyError):
+            await store.append("b", [Deposited(4)], 5)  # a new stream: its bump is undone too
+        result = await store.append("a", [Deposited(5)], 2)
+        assert (result.position, result.version) == (3, 3)
+        assert await store.stream_version("a") == 3
+        assert await store.stream_version("b") == 0
+        assert store.stats.failed == 2
+        assert [r.position for r in await store.read_stream("a")] == [1, 2, 3]
+    finally:
+        await store.close()
+    # The conflicting bumps were rolled back with their requests: no stream row for "b".
+    assert _rows(path, "SELECT stream_id, version FROM streams ORDER BY 1") == [("a", 3)]
+    assert _rows(path, "SELECT count(*) FROM events") == [(3,)]
+
+
+async def test_concurrent_groups_still_isolate_each_request(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", contract_codec())
+    try:
+        await store.append("s", [Deposited(0)], NO_STREAM)
+        outcomes = await asyncio.gather(
+            *(store.append("s", [Deposited(i)], 1) for i in range(20)),
+            *(store.append(f"n{i}", [Deposited(i)], NO_STREAM) for i in range(20)),
+            return_exceptions=True,
+        )
+        conflicts = [o for o in outcomes[:20] if isinstance(o, ConcurrencyError)]
+        assert len(conflicts) == 19  # exactly one append expecting version 1 wins
+        assert not any(isinstance(o, BaseException) for o in outcomes[20:])
+        assert await store.stream_version("s") == 2
+        positions = [r.position for r in await store.read_all()]
+        assert positions == list(range(1, 23))  # no gap where conflicting requests failed
+    finally:
+        await store.close()
+
+
+async def test_stream_reads_run_off_the_event_loop(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", contract_codec(), readers=2)
+    seen: list[str] = []
+    original = store._read_stream_sync
+
+    def spy(stream_id: str, from_version: int) -> object:
+        seen.append(threading.current_thread().name)
+        return original(stream_id, from_version)
+
+    store._read_stream_sync = spy  # type: ignore[method-assign,assignment]
+    try:
+        await store.append("s", [Deposited(1)], NO_STREAM)
+        reads = await asyncio.gather(*(store.read_stream("s") for _ in range(10)))
+        assert all([r.payload for r in read] == [b'{"amount":1}'] for read in reads)
+        assert seen
+        assert threading.main_thread().name not in seen
+        assert all(name.startswith("cqrskit-p") for name in seen)
+    finally:
+        await store.close()
+    assert not any(thread.is_alive() for thread in store._point_threads)
+    with pytest.raises(StoreClosed):
+        await store.read_stream("s")
+    with pytest.raises(StoreClosed):
+        await store.stream_version("s")
+
+
+async def test_closing_without_any_read_stops_cleanly(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", contract_codec())
+    await store.append("s", [Deposited(1)], NO_STREAM)
+    await asyncio.wait_for(store.close(), 10)  # point readers never started: none to join
+    with pytest.raises(StoreClosed):
+        await store.read_stream("s")
+
+
+def test_new_id_is_a_random_uuid4_text() -> None:
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
