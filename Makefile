@@ -35,6 +35,7 @@ test: lint typecheck pytest
 # Long runs live here, never in `make test`. QUICK=1 uses smaller counts.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
+	$(BIN)/python -m benchmarks.pg_appends $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

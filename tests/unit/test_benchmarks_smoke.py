@@ -35,6 +35,7 @@ MODULES = [
     "benchmarks.measure",
     "benchmarks.orchestrate",
     "benchmarks.pg",
+    "benchmarks.pg_appends",
     "benchmarks.raw_system",
     "benchmarks.report",
     "benchmarks.worker",
