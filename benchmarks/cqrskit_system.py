@@ -184,6 +184,7 @@ def bootstrap(store: EventStore) -> CommandBus:
 
 class UsersProjection(Projection):
     name = "bench_users"
+    pipelined = True  # handlers only write: PostgreSQL may pipeline a batch
     tables = ("bench_users",)
 
     def create_schema(self, tx: SqlTx) -> None:

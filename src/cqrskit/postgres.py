@@ -183,11 +183,22 @@ class PgTx:
     constraint's name), so handlers see the same error tree as on SQLite.
     """
 
-    __slots__ = ("_cursor", "conn")
+    __slots__ = ("_cursor", "_pipeline", "conn")
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None
+    ) -> None:
         self.conn = conn
         self._cursor: psycopg.Cursor[Any] | None = None
+        self._pipeline = pipeline
+
+    def flush(self) -> None:
+        """In pipeline mode, wait for every statement sent so far (errors raise here)."""
+        if self._pipeline is not None:
+            try:
+                self._pipeline.sync()
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                raise convert_error(exc) from exc
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         # The projection hot path (one call per statement of a batch of thousands): one
@@ -279,9 +290,15 @@ class PgPool:
         with translate_errors(), self._pool.connection() as conn:
             yield conn
 
-    def write_sync(self, fn: Callable[[PgTx], T]) -> T:
+    def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
+        """``fn`` in one transaction. With ``pipeline`` its statements are sent without
+        waiting for each answer (psycopg pipeline mode: one round trip per sync instead of
+        one per statement); ``execute`` then returns -1 for the row count."""
         with self.connection() as conn, translate_errors(), conn.transaction():
-            return fn(PgTx(conn))
+            if not pipeline:
+                return fn(PgTx(conn))
+            with conn.pipeline() as pipe:
+                return fn(PgTx(conn, pipe))
 
     def read_sync(self, fn: Callable[[PgTx], T]) -> T:
         """``fn`` in a read-only transaction (one consistent snapshot), always rolled back."""
@@ -328,8 +345,8 @@ class PostgresDatabase:
         self.url = url
         self._pool = PgPool(url, min_size=pool_min, max_size=pool_max, name="cqrskit-read")
 
-    def write_sync(self, fn: Callable[[PgTx], T]) -> T:
-        return self._pool.write_sync(fn)
+    def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
+        return self._pool.write_sync(fn, pipeline)
 
     def read_sync(self, fn: Callable[[PgTx], T]) -> T:
         return self._pool.read_sync(fn)
@@ -338,8 +355,8 @@ class PostgresDatabase:
         """A pooled autocommit connection (blocking; errors come out converted)."""
         return self._pool.connection()
 
-    async def write(self, fn: Callable[[PgTx], T]) -> T:
-        return await self._pool.run(lambda: self._pool.write_sync(fn))
+    async def write(self, fn: Callable[[PgTx], T], *, pipeline: bool = False) -> T:
+        return await self._pool.run(lambda: self._pool.write_sync(fn, pipeline))
 
     async def read(self, fn: Callable[[PgTx], T]) -> T:
         return await self._pool.run(lambda: self._pool.read_sync(fn))
@@ -396,17 +413,20 @@ class PgRebuildTarget:
             self._live_schema = str(row[0]) if row and row[0] else "public"
             conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
 
-    def _write_sync(self, fn: Callable[[SqlTx], T]) -> T:
+    def _write_sync(self, fn: Callable[[SqlTx], T], pipeline: bool) -> T:
         with self._live.connection() as conn, translate_errors(), conn.transaction():
             conn.execute(
                 pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
                     pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
                 )
             )
-            return fn(PgTx(conn))
+            if not pipeline:
+                return fn(PgTx(conn))
+            with conn.pipeline() as pipe:
+                return fn(PgTx(conn, pipe))
 
-    async def write(self, fn: Callable[[SqlTx], T]) -> T:
-        return await self._live.run(lambda: self._write_sync(fn))
+    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
+        return await self._live.run(lambda: self._write_sync(fn, pipeline))
 
     def _swap_sync(self, decide: Callable[[SqlTx], bool]) -> bool:
         from .checkpoints import lock_position

@@ -54,6 +54,12 @@ class Projection:
     """Unique name: the key of its checkpoint."""
     tables: ClassVar[tuple[str, ...]] = ()
     """The tables this projection owns (a rebuild builds fresh copies and swaps them in)."""
+    pipelined: ClassVar[bool] = False
+    """Declare True when the handlers never look at what ``tx.execute`` returns (the row
+    count) and do not read between writes: a backend with round trips (PostgreSQL) may
+    then send a batch's statements without waiting for each answer, one round trip per
+    batch instead of one per statement. Errors surface at the batch's end instead of at
+    the statement, so the runner bisects the batch to find the failing event."""
     _handler_names: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

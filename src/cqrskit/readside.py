@@ -28,7 +28,7 @@ T = TypeVar("T")
 class RebuildTarget(Protocol):
     """Fresh, empty tables of one projection, built beside the live ones."""
 
-    async def write(self, fn: Callable[[SqlTx], T]) -> T:
+    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
         """Run ``fn`` in a write transaction where the projection's plain table names
         resolve to the fresh tables."""
         ...
@@ -56,7 +56,10 @@ class ReadDatabase(Protocol):
 
     async def read(self, fn: Callable[[SqlTx], T]) -> T: ...
 
-    async def write(self, fn: Callable[[SqlTx], T]) -> T: ...
+    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
+        """One write transaction. ``pipeline=True`` lets a backend with round trips send
+        the statements without waiting for each answer (see ``Projection.pipelined``)."""
+        ...
 
     async def close(self) -> None: ...
 

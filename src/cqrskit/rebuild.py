@@ -123,9 +123,25 @@ def _apply_batch(
             handler = handler_for(record.type)
             if handler is not None:
                 handler(tx, decode(record.type, record.schema_version, record.payload), record)
+        tx.flush()  # pipelined: a failing statement raises here
     except Exception as exc:
         assert record is not None
         raise ProjectionError(name, record.position, record.type, repr(exc)) from exc
+
+
+async def _write_batch(
+    target: RebuildTarget, apply: Callable[[SqlTx], None], pipelined: bool
+) -> None:
+    """One batch into the fresh tables: pipelined when the projection allows it. A
+    pipelined batch that fails ran in a transaction that rolled back whole; it is run
+    again without the pipeline, so the error names the event that caused it."""
+    if pipelined:
+        try:
+            await target.write(apply, pipeline=True)
+            return
+        except Exception:
+            pass  # attributed exactly below (or, if it was transient, simply applied)
+    await target.write(apply)
 
 
 async def rebuild(
@@ -178,11 +194,10 @@ async def rebuild(
                 events = await store.read_all(state.position, batch_size)
                 if not events:
                     return
-                await target.write(
-                    functools.partial(
-                        _apply_batch, name=name, handlers=handlers, codec=codec, events=events
-                    )
+                apply = functools.partial(
+                    _apply_batch, name=name, handlers=handlers, codec=codec, events=events
                 )
+                await _write_batch(target, apply, projection.pipelined)
                 covered.add_batch(events)
                 state.position = events[-1].position
                 state.done += len(events)

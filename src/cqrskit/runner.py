@@ -389,7 +389,8 @@ class ProjectionRunner:
                         go=None
                         if go is None
                         else functools.partial(loop.call_soon_threadsafe, go.set),
-                    )
+                    ),
+                    pipeline=worker.projection.pipelined,
                 )
             except StoreClosed:
                 raise
@@ -474,13 +475,17 @@ class ProjectionRunner:
         handler_for = worker.handlers.get
         decode = self._codec.decode_payload
         record = None
+        pipelined = worker.projection.pipelined
         try:
             for record in events:
                 handler = handler_for(record.type)
                 if handler is not None:  # unhandled types are skipped without decoding
                     handler(tx, decode(record.type, record.schema_version, record.payload), record)
+            tx.flush()  # pipelined: a handler's failing statement raises here, still ours
         except Exception as exc:
-            raise _HandlerFailed(record, exc) from exc
+            # Pipelined, an error may surface after the statement that caused it: blame no
+            # event, so the batch is bisected down to the one that fails alone.
+            raise _HandlerFailed(None if pipelined else record, exc) from exc
         # Skipped events move the checkpoint too: they are processed (by doing nothing).
         write_position(tx, name, events[-1].position, state, now, rate)
         if go is not None:

@@ -29,3 +29,12 @@ class SqlTx(Protocol):
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def flush(self) -> None:
+        """Make sure every statement sent so far has run; a deferred error raises here.
+
+        A no-op where statements run one by one. In a pipelined transaction (PostgreSQL,
+        for projections that declare ``pipelined = True``) statements are sent without
+        waiting for their answers, so an error may surface only at the next sync point.
+        """
+        ...

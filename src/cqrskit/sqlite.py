@@ -110,6 +110,9 @@ class SqliteTx:
         row: Row | None = self.conn.execute(sql, params).fetchone()
         return row
 
+    def flush(self) -> None:
+        """Statements run one by one on SQLite: nothing is ever pending."""
+
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
 
@@ -179,7 +182,9 @@ class SqliteDatabase:
 
     # -- async API ----------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[SqliteTx], T]) -> T:
+    async def write(self, fn: Callable[[SqliteTx], T], *, pipeline: bool = False) -> T:
+        """``fn`` in one write transaction. ``pipeline`` is accepted for every backend's
+        sake and changes nothing here: SQLite runs in-process, there is no round trip."""
         self._check_open()
         return await asyncio.get_running_loop().run_in_executor(
             self._writer_pool, self.write_sync, fn

@@ -51,7 +51,7 @@ class SqliteRebuildTarget:
         self._db = SqliteDatabase(self.path, synchronous="OFF", readers=1)
         self._discarded = False
 
-    async def write(self, fn: Callable[[SqlTx], T]) -> T:
+    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
         return await self._db.write(fn)
 
     async def swap(self, decide: Callable[[SqlTx], bool]) -> bool:

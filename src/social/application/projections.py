@@ -85,6 +85,7 @@ class UserProfiles(Projection):
     """Profiles with denormalized counters and the user stream's version."""
 
     name = "user_profiles"
+    pipelined = True  # handlers only write, and never look at row counts
     tables = ("user_profiles",)
 
     def __init__(self, rows: ProfileRows) -> None:
@@ -130,6 +131,7 @@ class Posts(Projection):
     the registered users too, so a listing answers 404 from this projection alone."""
 
     name = "posts"
+    pipelined = True  # handlers only write, and never look at row counts
     tables = ("posts", "post_authors")
 
     def __init__(self, rows: PostRows) -> None:
@@ -159,6 +161,7 @@ class Follows(Projection):
     (followers, following) are answered from this projection alone."""
 
     name = "follows"
+    pipelined = True  # handlers only write, and never look at row counts
     tables = ("follows", "follow_users")
 
     def __init__(self, rows: FollowRows) -> None:
