@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -164,14 +165,18 @@ class SQLiteSubscription(ListenNotifySubscription[NotifyingSQLiteApplicationReco
 
 
 class UsersViewInterface(TrackingRecorder):
-    def registered(self, user_id: str, email: str, tracking: Tracking) -> None:
-        raise NotImplementedError
+    """The view's interface, as the library's projection pattern has it: one method per
+    change, each recording its tracking position in the same transaction. Implemented
+    below for SQLite and PostgreSQL."""
 
-    def posted(self, author_id: str, tracking: Tracking) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def registered(self, user_id: str, email: str, tracking: Tracking) -> None: ...
 
-    def followed(self, follower_id: str, followee_id: str, tracking: Tracking) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def posted(self, author_id: str, tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def followed(self, follower_id: str, followee_id: str, tracking: Tracking) -> None: ...
 
 
 _REGISTER = "INSERT INTO bench_users (id, email) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
