@@ -82,10 +82,10 @@ async def test_stream_reads_run_off_the_event_loop(tmp_path: Path) -> None:
         assert all([r.payload for r in read] == [b'{"amount":1}'] for read in reads)
         assert seen
         assert threading.main_thread().name not in seen
-        assert all(name.startswith("cqrskit-p") for name in seen)
+        assert all(name.startswith("cqrskit-r") for name in seen)
     finally:
         await store.close()
-    assert not any(thread.is_alive() for thread in store._point_threads)
+    assert not any(thread.is_alive() for thread in store._read_threads)
     with pytest.raises(StoreClosed):
         await store.read_stream("s")
     with pytest.raises(StoreClosed):

@@ -31,7 +31,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -274,15 +273,15 @@ class SqliteEventStore(EventStore):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
-        self._pool = ThreadPoolExecutor(readers, thread_name_prefix=f"cqrskit-r-{self.path.name}")
-        self._point_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._point_threads = [
+        # Every read runs on one of these threads, fed by a plain queue (see ``_read``).
+        self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._read_threads = [
             threading.Thread(
-                target=self._point_reader_main, name=f"cqrskit-p{i}-{self.path.name}", daemon=True
+                target=self._read_thread_main, name=f"cqrskit-r{i}-{self.path.name}", daemon=True
             )
             for i in range(readers)
         ]
-        self._point_started = False
+        self._read_started = False
         self._writer = threading.Thread(
             target=self._writer_main, name=f"cqrskit-w-{self.path.name}", daemon=True
         )
@@ -555,37 +554,28 @@ class SqliteEventStore(EventStore):
         return conn
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        self._check_open()
-        try:
-            future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except RuntimeError:  # close() shut the pool down after the check above
-            self._check_open()
-            raise
-        return await future
+        """Run a read on a reader thread; the event loop never waits on SQLite.
 
-    async def _point_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a short read (one stream, one row) on a point-reader thread.
-
-        The command path's hop: ``Repository.load`` comes here once per command. A
-        ``SimpleQueue`` and one ``call_soon_threadsafe`` back cost about a third of
-        ``run_in_executor`` (no concurrent.futures future chained to an asyncio one), and
-        the event loop still never waits on SQLite.
+        The command path comes here once per command (``Repository.load``), the projection
+        path once per batch. A ``SimpleQueue`` and one ``call_soon_threadsafe`` back cost
+        about a third of ``run_in_executor`` (no concurrent.futures future chained to an
+        asyncio one).
         """
         self._check_open()
-        if not self._point_started:
+        if not self._read_started:
             with self._lock:
-                if not self._point_started:
-                    for thread in self._point_threads:
+                if not self._read_started:
+                    for thread in self._read_threads:
                         thread.start()
-                    self._point_started = True
+                    self._read_started = True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._point_queue.put((loop, future, fn, args))
+        self._read_queue.put((loop, future, fn, args))
         return await future
 
-    def _point_reader_main(self) -> None:
+    def _read_thread_main(self) -> None:
         while True:
-            item = self._point_queue.get()
+            item = self._read_queue.get()
             if item is _STOP:
                 return
             loop, future, fn, args = item
@@ -636,14 +626,14 @@ class SqliteEventStore(EventStore):
         return await self._read(self._read_all_sync, from_position, limit)
 
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
-        return await self._point_read(self._read_stream_sync, stream_id, from_version)
+        return await self._read(self._read_stream_sync, stream_id, from_version)
 
     async def head_position(self) -> int:
         head: int = await self._read(self._scalar_sync, _HEAD, ())
         return head
 
     async def stream_version(self, stream_id: str) -> int:
-        version: int | None = await self._point_read(
+        version: int | None = await self._read(
             self._scalar_sync, "SELECT version FROM streams WHERE stream_id = ?", (stream_id,)
         )
         return version or 0
@@ -709,15 +699,14 @@ class SqliteEventStore(EventStore):
 
     def _shutdown(self) -> None:
         self._writer.join()
-        self._pool.shutdown(wait=True)
-        if self._point_started:
-            for _ in self._point_threads:
-                self._point_queue.put(_STOP)
-            for thread in self._point_threads:
+        if self._read_started:
+            for _ in self._read_threads:
+                self._read_queue.put(_STOP)
+            for thread in self._read_threads:
                 thread.join()
         while True:  # a read queued by another thread's loop racing the close
             try:
-                item = self._point_queue.get_nowait()
+                item = self._read_queue.get_nowait()
             except queue.Empty:
                 break
             if item is not _STOP:
