@@ -109,6 +109,8 @@ _BUMP_STREAM = (
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _MAX_GROUP = 512
 """Requests per transaction at most: bounds a group's latency and memory."""
+_READER_CACHE_KIB = 256
+"""Page cache of each reader connection, in KiB."""
 _POLL_INTERVAL = 0.05
 """How often ``wait_for_new_events`` looks for commits made by other processes."""
 
@@ -548,6 +550,10 @@ class SqliteEventStore(EventStore):
             if self._setup_error is not None:
                 raise self._open_failed()
             conn = connect(self.path, synchronous=self._synchronous, readonly=True)
+            # Every reader thread keeps a connection, and each would grow SQLite's default
+            # 2 MB page cache; reads are index lookups and sequential scans of a WAL file
+            # that the OS page cache already holds, so a small private cache is enough.
+            conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
             self._local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)
