@@ -294,10 +294,13 @@ class PgPool:
         """``fn`` in one transaction. With ``pipeline`` its statements are sent without
         waiting for each answer (psycopg pipeline mode: one round trip per sync instead of
         one per statement); ``execute`` then returns -1 for the row count."""
-        with self.connection() as conn, translate_errors(), conn.transaction():
+        with self.connection() as conn, translate_errors():
             if not pipeline:
-                return fn(PgTx(conn))
-            with conn.pipeline() as pipe:
+                with conn.transaction():
+                    return fn(PgTx(conn))
+            # The pipeline first: BEGIN goes out with the first statement, COMMIT with the
+            # last sync, instead of a round trip each.
+            with conn.pipeline() as pipe, conn.transaction():
                 return fn(PgTx(conn, pipe))
 
     def read_sync(self, fn: Callable[[PgTx], T]) -> T:
@@ -414,15 +417,16 @@ class PgRebuildTarget:
             conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
 
     def _write_sync(self, fn: Callable[[SqlTx], T], pipeline: bool) -> T:
-        with self._live.connection() as conn, translate_errors(), conn.transaction():
-            conn.execute(
-                pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
-                    pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
-                )
-            )
+        search_path = pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
+            pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
+        )
+        with self._live.connection() as conn, translate_errors():
             if not pipeline:
-                return fn(PgTx(conn))
-            with conn.pipeline() as pipe:
+                with conn.transaction():
+                    conn.execute(search_path)
+                    return fn(PgTx(conn))
+            with conn.pipeline() as pipe, conn.transaction():  # see PgPool.write_sync
+                conn.execute(search_path)
                 return fn(PgTx(conn, pipe))
 
     async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:

@@ -481,13 +481,17 @@ class ProjectionRunner:
                 handler = handler_for(record.type)
                 if handler is not None:  # unhandled types are skipped without decoding
                     handler(tx, decode(record.type, record.schema_version, record.payload), record)
-            tx.flush()  # pipelined: a handler's failing statement raises here, still ours
         except Exception as exc:
-            # Pipelined, an error may surface after the statement that caused it: blame no
-            # event, so the batch is bisected down to the one that fails alone.
             raise _HandlerFailed(None if pipelined else record, exc) from exc
         # Skipped events move the checkpoint too: they are processed (by doing nothing).
         write_position(tx, name, events[-1].position, state, now, rate)
+        try:
+            # Pipelined, the handlers' statements and the checkpoint's go in one round trip
+            # and an error surfaces here, after the statement that caused it: blame no
+            # event, so the batch is bisected down to the one that fails alone.
+            tx.flush()
+        except Exception as exc:
+            raise _HandlerFailed(None, exc) from exc
         if go is not None:
             # Handlers done: let the next batch be read while this one commits (the
             # commit waits on the disk without the GIL, so the read costs the writer

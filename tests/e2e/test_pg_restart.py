@@ -96,7 +96,7 @@ class Load(threading.Thread):
     index: int
     statuses: list[tuple[float, str, int]] = field(default_factory=list)
     acked_posts: dict[str, int] = field(default_factory=dict)
-    acked_users: list[str] = field(default_factory=list)
+    acked_users: dict[str, int] = field(default_factory=dict)
     errors: list[BaseException] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -132,7 +132,7 @@ class Load(threading.Thread):
         if i % 5 == 4:
             resp = http.post("/users", json={"email": unique_email(), "password": "long-enough"})
             if self._record("register", resp):
-                self.acked_users.append(expect(resp, 201)["id"])
+                self.acked_users[expect(resp, 201)["id"]] = int(resp.headers["X-Position"])
         if i % 3 == 2 and self.acked_posts:
             newest = max(self.acked_posts.values())
             resp = http.get(f"/users/{self.user.id}/posts", params={"limit": 1}, headers=at(newest))
@@ -181,8 +181,11 @@ def load_through_outage(
     assert unavailable, "no 503 seen while the server was down"
     assert set(answers) <= {200, 201, 503}, sorted(set(answers))
 
-    # Every acknowledged write is there, and the counters agree with the rows.
-    newest = max(p for load in loads for p in load.acked_posts.values())
+    # Every acknowledged write is there, and the counters agree with the rows. The token:
+    # the newest position of ANY acknowledged write (a registration may be the last one).
+    newest = max(
+        p for load in loads for p in (*load.acked_posts.values(), *load.acked_users.values())
+    )
     with server.client() as http:
         for load in loads:
             posts = all_posts(http, load.user.id, newest)

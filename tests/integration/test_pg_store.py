@@ -11,7 +11,9 @@ import psycopg
 import pytest
 
 from cqrskit import (
+    NO_STREAM,
     Codec,
+    ConcurrencyError,
     Event,
     EventStore,
     OperationalError,
@@ -320,3 +322,34 @@ def test_a_database_migrated_by_newer_code_or_an_edited_migration_is_refused(pg_
         conn.execute("UPDATE cqrskit_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(SchemaError, match="changed after it was applied"):
         apply(pg_url)
+
+
+@postgres
+async def test_read_log_refuses_a_transaction_wide_snapshot(
+    store: PostgresEventStore, pg_url: str
+) -> None:
+    """cqrskit_read_log reads rows with a snapshot newer than its horizon: impossible when
+    every query of the transaction shares one snapshot, so it refuses to run there."""
+    appended = await store.append("a", [Registered("a", "a@x.org")])
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED"):
+            conn.execute("SELECT * FROM cqrskit_read_log(0, 10)")
+        conn.rollback()
+        rows = conn.execute("SELECT * FROM cqrskit_read_log(0, 10)").fetchall()
+        assert [(r[0], r[1]) for r in rows] == [(appended.position, "a")]
+
+
+@postgres
+async def test_a_conflict_reports_the_actual_version_and_stores_nothing(
+    store: PostgresEventStore,
+) -> None:
+    """The version check, allocation and insert are one statement: a failed check
+    allocates no position and inserts no row."""
+    await store.append("a", [Registered("a", "a@x.org")], NO_STREAM)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("a", [Registered("a", "b@x.org")], 5)
+    assert caught.value.actual == 1
+    later = await store.append("b", [Registered("b", "b@x.org")], NO_STREAM)
+    assert later.position == 2  # no hole: the failed append took no position
+    assert [r.position for r in await store.read_all(0)] == [1, 2]

@@ -1,7 +1,9 @@
 """The event store on PostgreSQL: concurrent writers, gap-free readers, no table lock.
 
 **Concurrency.** Each append is one short transaction on a pooled connection, run in a
-worker thread (see :mod:`cqrskit.postgres` for why sync psycopg in threads). Appends do
+worker thread (see :mod:`cqrskit.postgres` for why sync psycopg in threads); without
+inline projections it is ONE statement in autocommit (version check, allocation and
+insert: one round trip, see ``_APPEND``). Appends do
 not wait for each other: PostgreSQL's group commit batches the WAL flushes of concurrent
 commits. Appends to one stream are checked with the ``UNIQUE (stream_id, stream_version)``
 constraint: the loser of a race waits for the winner's commit, then fails and is reported
@@ -22,12 +24,13 @@ some libraries do) fixes it by making writers commit one at a time, one fsync ea
    held for microseconds and released before the statement returns, never across the
    commit. Ids and sequence values only grow, so for two appends A and B:
    ``txid(A) < txid(B)`` if and only if every position of A < every position of B.
-2. *Visibility* (every log read): two statements on one connection. The first computes
+2. *Visibility* (every log read): two queries, one after the other (the function
+   ``cqrskit_read_log`` of migration 0004 runs both in one call). The first computes
    ``H = cqrskit_log_horizon()``: from its snapshot S1 and ONE read of ``pg_locks`` made
    after S1, then ``pg_xact_status`` checks made after that read, H is the smallest id
    among the transactions S1 sees as running that are still running at the check and
    are not *bystanders* (an id lock and no append mark in the lock read), or ``xmax(S1)``
-   when none is left. The second statement, whose snapshot S2 is taken after H was
+   when none is left. The second query, whose snapshot S2 is taken after H was
    computed, returns only rows with ``txid < H``.
 
 Lemma: every appender T with ``txid(T) < H`` has ended before S2 (so S2 shows all it
@@ -53,10 +56,12 @@ this database or another, do not delay readers. Each log read reads ``pg_locks``
 **Notifications.** ``NOTIFY`` inside a transaction takes a server-wide lock at commit that
 is held until the commit is flushed, which would make notifying appends commit one at a
 time again. So appends do not notify in their transaction: after a commit, a notifier
-thread sends one ``pg_notify('cqrskit_events', '')`` per burst of commits, from its own
-connection. Subscribers in this process are woken directly at commit; other processes
-LISTEN on a dedicated connection, with a poll fallback (``poll_interval``) for hints lost
-to a crash between commit and notify. Reads stay the truth.
+thread sends one ``pg_notify('cqrskit_events', position)`` per burst of commits (the
+highest position committed), from its own connection. Subscribers in this process are
+woken directly at commit; other processes LISTEN on a dedicated connection, with a poll
+fallback (``poll_interval``) for hints lost to a crash between commit and notify. Reads
+stay the truth: a wake that names a commit the waiter had not seen yet ends the wait
+without a look (the waiter's next read is that look); any other wake is checked.
 """
 
 from __future__ import annotations
@@ -79,12 +84,12 @@ from ..projection import Projection
 from ..sql import SqlTx
 from .base import (
     ANY,
+    NO_STREAM,
     AppendResult,
     EventStore,
     ExpectedVersion,
     InlineHandler,
     Snapshot,
-    check_expected,
 )
 
 __all__ = ["CHANNEL", "PostgresEventStore"]
@@ -108,25 +113,32 @@ _COLUMNS = (
 # computation: see the module docstring.
 _HORIZON = "SELECT cqrskit_log_horizon()"
 _VISIBLE = "txid < %s::xid8"
-_READ_ALL = (
-    f"SELECT {_COLUMNS} FROM cqrskit_events WHERE {_VISIBLE} AND position > %s"
-    " ORDER BY position LIMIT %s"
-)
-_ANY_AFTER = f"SELECT EXISTS (SELECT 1 FROM cqrskit_events WHERE {_VISIBLE} AND position > %s)"
+_READ_ALL = "SELECT * FROM cqrskit_read_log(%s, %s)"
+"""Horizon and rows in one call (migration 0004): one round trip per batch."""
+_ANY_AFTER = "SELECT count(*) FROM cqrskit_read_log(%s, 1)"
 _HEAD = f"SELECT position FROM cqrskit_events WHERE {_VISIBLE} ORDER BY position DESC LIMIT 1"
 _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM cqrskit_events WHERE stream_id = %s AND stream_version > %s"
     " ORDER BY stream_version"
 )
 _VERSION = "SELECT coalesce(max(stream_version), 0) FROM cqrskit_events WHERE stream_id = %s"
-# The allocation runs (and releases its lock) when the MATERIALIZED CTE is first read,
-# before the first row is inserted: a wait on the stream-version unique index happens
-# outside the critical section.
-_INSERT = """
-WITH alloc AS MATERIALIZED (SELECT cqrskit_allocate_positions(%(n)s) AS first)
+# One statement checks the expected version, allocates positions and inserts: without
+# inline projections it is the whole transaction (autocommit, one round trip). ``ok`` is
+# empty when the stream is not at the wanted version (NULL: any version), and then
+# nothing is allocated nor inserted. The allocation runs (and releases its lock) when the
+# MATERIALIZED CTE is first read, before the first row is inserted: a wait on the
+# stream-version unique index happens outside the critical section.
+_APPEND = """
+WITH cur AS MATERIALIZED (
+    SELECT coalesce(max(stream_version), 0) AS v FROM cqrskit_events WHERE stream_id = %(stream)s
+), ok AS MATERIALIZED (
+    SELECT v FROM cur WHERE %(wanted)s::integer IS NULL OR v = %(wanted)s::integer
+), alloc AS MATERIALIZED (
+    SELECT ok.v, cqrskit_allocate_positions(%(n)s) AS first FROM ok
+)
 INSERT INTO cqrskit_events
     (position, stream_id, stream_version, event_id, type, schema_version, payload, metadata)
-SELECT alloc.first + u.n - 1, %(stream)s, %(version)s + u.n, u.event_id, u.type,
+SELECT alloc.first + u.n - 1, %(stream)s, alloc.v + u.n, u.event_id, u.type,
        u.schema_version, u.payload, %(meta)s
 FROM alloc, unnest(%(ids)s::uuid[], %(types)s::text[], %(schemas)s::int[], %(payloads)s::bytea[])
      WITH ORDINALITY AS u(event_id, type, schema_version, payload, n)
@@ -166,6 +178,9 @@ class PostgresEventStore(EventStore):
         self._closed = False
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._known = 0
+        """The highest position known to be committed: by an append of this process, or
+        named by a notification. It may not be readable yet (see the module docstring)."""
         self._notifier = _Notifier(url)
         self._listener: _Listener | None = None
 
@@ -232,8 +247,8 @@ class PostgresEventStore(EventStore):
         result = await self._run(
             lambda: self._append_sync(stream_id, expected_version, encoded, meta, events)
         )
-        self._notifier.poke()
-        self._wake_waiters()
+        self._committed(result.position)
+        self._notifier.poke(result.position)
         return result
 
     def _append_sync(
@@ -244,56 +259,64 @@ class PostgresEventStore(EventStore):
         meta: bytes,
         events: Sequence[Event],
     ) -> AppendResult:
+        wanted: int | None = None  # ANY
+        if isinstance(expected, int):
+            wanted = expected
+        elif expected is NO_STREAM:
+            wanted = 0
         for attempt in range(_ANY_RETRIES + 1):
             try:
-                return self._try_append(stream_id, expected, encoded, meta, events)
+                rows = self._try_append(stream_id, wanted, encoded, meta, events)
             except UniqueViolation as exc:
                 if exc.constraint != _STREAM_KEY:
                     raise
                 # A concurrent append took the version we computed and committed first.
                 if expected is ANY and attempt < _ANY_RETRIES:
                     continue
-                actual = self._scalar(_VERSION, (stream_id,))
-                raise ConcurrencyError(stream_id, expected, actual) from None
+                rows = []
+            if rows:
+                last = rows[-1]
+                return AppendResult(int(last[0]), int(last[1]))
+            actual = int(self._scalar(_VERSION, (stream_id,)))
+            if actual != wanted or attempt == _ANY_RETRIES:
+                raise ConcurrencyError(stream_id, expected, actual)
+            # The stream moved to the wanted version after our statement's snapshot
+            # (a concurrent append committed in between): look again.
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _try_append(
         self,
         stream_id: str,
-        expected: ExpectedVersion,
+        wanted: int | None,
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
-    ) -> AppendResult:
+    ) -> list[tuple[Any, ...]]:
+        """The appended rows in version order; none when the stream is not at ``wanted``."""
         ids = [new_id() for _ in encoded]
+        params = {
+            "n": len(encoded),
+            "stream": stream_id,
+            "wanted": wanted,
+            "meta": meta,
+            "ids": ids,
+            "types": [name for name, _, _ in encoded],
+            "schemas": [version for _, version, _ in encoded],
+            "payloads": [payload for _, _, payload in encoded],
+        }
         with self._pool.connection() as conn:
-            inserting = False
             try:
+                if not self._inline_handlers:
+                    # Autocommit: the statement is the transaction (one round trip).
+                    return sorted(conn.execute(_APPEND, params).fetchall(), key=_by_version)
                 with conn.transaction():
-                    row = conn.execute(_VERSION, (stream_id,)).fetchone()
-                    actual = int(row[0]) if row is not None else 0
-                    check_expected(stream_id, expected, actual)
-                    inserting = True
-                    params = {
-                        "n": len(encoded),
-                        "stream": stream_id,
-                        "version": actual,
-                        "meta": meta,
-                        "ids": ids,
-                        "types": [name for name, _, _ in encoded],
-                        "schemas": [version for _, version, _ in encoded],
-                        "payloads": [payload for _, _, payload in encoded],
-                    }
-                    rows = sorted(conn.execute(_INSERT, params).fetchall(), key=lambda r: r[1])
-                    inserting = False
-                    if self._inline_handlers:
+                    rows = sorted(conn.execute(_APPEND, params).fetchall(), key=_by_version)
+                    if rows:
                         self._run_inline(conn, stream_id, ids, encoded, meta, rows, events)
+                    return rows
             except BaseException:
-                if inserting:
-                    _release_allocation_lock(conn)
+                _release_allocation_lock(conn)
                 raise
-        last = rows[-1]
-        return AppendResult(int(last[0]), int(last[1]))
 
     def _run_inline(
         self,
@@ -352,7 +375,7 @@ class PostgresEventStore(EventStore):
         return await self._run(lambda: self._read_all_sync(from_position, limit))
 
     def _read_all_sync(self, from_position: int, limit: int) -> list[RecordedEvent]:
-        rows = self._fetch_log(_READ_ALL, (from_position, limit))
+        rows = self._fetch(_READ_ALL, (from_position, limit))
         return [RecordedEvent(*row) for row in rows]
 
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
@@ -394,14 +417,17 @@ class PostgresEventStore(EventStore):
         self._start_listener()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        soon: float | None = None  # after a wake: when to look again without another one
+        # When to look again without a wake: soon while a commit we know of is not readable
+        # yet (an older append is still running, and its end wakes nobody).
+        soon: float | None = _RECHECK if self._known > after_position else None
         while True:
             # Registered before the check: a commit between the check and the wait wakes us.
             waiter = loop.create_future()
             with self._lock:
                 self._waiters.append((loop, waiter))
             try:
-                if (await self._run(lambda: self._fetch_log(_ANY_AFTER, (after_position,))))[0][0]:
+                known = self._known  # before the look: a later commit is news
+                if (await self._run(lambda: self._fetch(_ANY_AFTER, (after_position,))))[0][0]:
                     return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -413,14 +439,33 @@ class PostgresEventStore(EventStore):
                 pause = self.poll_interval if soon is None else soon
                 try:
                     await asyncio.wait_for(waiter, min(remaining, pause))
-                    soon = _RECHECK
                 except TimeoutError:
                     soon = None if soon is None else min(soon * 2, self.poll_interval)
+                else:
+                    if self._known > max(known, after_position):
+                        # A commit after the caller's position, since the last look: no
+                        # need to look again before the caller reads (its read is the
+                        # look: one round trip less).
+                        return True
+                    soon = _RECHECK
                 self._check_open()
             finally:
                 with self._lock:
                     if (loop, waiter) in self._waiters:
                         self._waiters.remove((loop, waiter))
+
+    def _committed(self, position: int | None) -> None:
+        """A commit up to ``position`` (None: unknown) happened: wake the waiters."""
+        if position is not None and position > self._known:
+            self._known = position  # a single store under the GIL: no lost update matters
+        self._wake_waiters()
+
+    def _on_notification(self, payload: str) -> None:
+        try:
+            position: int | None = int(payload)
+        except ValueError:
+            position = None  # a hint without a position (or from an older version)
+        self._committed(position)
 
     def _wake_waiters(self) -> None:
         with self._lock:
@@ -432,7 +477,7 @@ class PostgresEventStore(EventStore):
     def _start_listener(self) -> None:
         with self._lock:
             if self._listener is None:
-                self._listener = _Listener(self.url, self._wake_waiters)
+                self._listener = _Listener(self.url, self._on_notification)
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -460,6 +505,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _by_version(row: tuple[Any, ...]) -> int:
+    return int(row[1])
+
+
 def _release_allocation_lock(conn: psycopg.Connection[Any]) -> None:
     """After a failed INSERT: make sure the session does not keep the allocation lock.
 
@@ -476,16 +525,20 @@ def _release_allocation_lock(conn: psycopg.Connection[Any]) -> None:
 
 
 class _Notifier:
-    """Sends ``pg_notify(CHANNEL)`` after commits, one per burst, from its own connection."""
+    """Sends ``pg_notify(CHANNEL, position)`` after commits, one per burst, from its own
+    connection; the payload is the highest position committed in the burst."""
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self._latest = 0
         self._pending = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def poke(self) -> None:
+    def poke(self, position: int) -> None:
+        if position > self._latest:
+            self._latest = position
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None and not self._stopping:
@@ -505,7 +558,7 @@ class _Notifier:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self._url, autocommit=True)
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(self._latest)))
             except psycopg.Error:
                 # Subscribers fall back to polling; retry the connection at the next commit.
                 if conn is not None:
@@ -523,9 +576,10 @@ class _Notifier:
 
 
 class _Listener:
-    """LISTENs on a dedicated connection and calls ``wake`` on every notification."""
+    """LISTENs on a dedicated connection and calls ``wake`` with each notification's
+    payload (the empty string after a reconnection: notifications may have been lost)."""
 
-    def __init__(self, url: str, wake: Callable[[], None]) -> None:
+    def __init__(self, url: str, wake: Callable[[str], None]) -> None:
         self._url = url
         self._wake = wake
         self._stop_channel = f"cqrskit_stop_{uuid.uuid4().hex}"
@@ -539,12 +593,12 @@ class _Listener:
                 with psycopg.connect(self._url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     conn.execute(f"LISTEN {self._stop_channel}")
-                    self._wake()  # notifications sent while we were not listening are lost
+                    self._wake("")  # notifications sent while we were not listening are lost
                     while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=5.0):
+                        for notification in conn.notifies(timeout=5.0):
                             if self._stopping.is_set():
                                 return
-                            self._wake()
+                            self._wake(notification.payload)
             except psycopg.Error:
                 self._stopping.wait(1.0)  # server away: subscribers poll meanwhile
 
