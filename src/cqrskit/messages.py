@@ -17,6 +17,7 @@ All three are frozen dataclasses. Subclass them with ``@dataclass(frozen=True)``
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,10 +35,17 @@ _VARIANT = dict(zip("0123456789abcdef", "89ab89ab89ab89ab", strict=True))
 
 
 def new_id() -> str:
-    """A new random id as text (UUID4): the text ``str(uuid.uuid4())`` gives, formatted
-    straight from 16 random bytes in a third of the time (one per event appended)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    """A new time-ordered id as UUID text: version 7 of RFC 9562.
+
+    48 bits of Unix time in milliseconds, 12 bits of sub-millisecond time (the RFC's
+    "increased clock precision" option), 62 random bits. Ids made later sort later (to
+    about a quarter of a microsecond), so inserting them into a B-tree index touches its
+    last pages instead of a random one per insert: every event id goes into such an
+    index. They reveal when they were made, to the millisecond; they are not secrets.
+    """
+    ms, sub = divmod(time.time_ns(), 1_000_000)
+    h = f"{ms:012x}7{sub * 4096 // 1_000_000:03x}{os.urandom(8).hex()}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)

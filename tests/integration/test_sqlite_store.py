@@ -170,10 +170,37 @@ async def test_reopening_keeps_events_and_the_schema_is_created_once(tmp_path: P
         await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT name, version FROM cqrskit_schema_version").fetchall() == [
-            ("event_store", 1)
+            ("event_store", 2)
         ]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT version FROM streams").fetchall() == [(3,)]
+        assert conn.execute("SELECT max(stream_version) FROM events").fetchall() == [(3,)]
+    conn.close()
+
+
+async def test_a_v1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """v1 kept each stream's version in a ``streams`` table; v2 reads it from the events'
+    index. A v1 file opens, loses the table, and keeps its events and versions."""
+    path = tmp_path / "events.db"
+    store = await SqliteEventStore.open(path, contract_codec())
+    await store.append("a", [Deposited(1), Deposited(2)], NO_STREAM)
+    await store.close()
+    with sqlite3.connect(path) as conn:  # back to what v1 code left on disk
+        conn.execute("UPDATE cqrskit_schema_version SET version = 1")
+        conn.execute("CREATE TABLE streams (stream_id TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO streams VALUES ('a', 2)")
+    conn.close()
+    store = await SqliteEventStore.open(path, contract_codec())
+    try:
+        assert await store.stream_version("a") == 2
+        with pytest.raises(ConcurrencyError):
+            await store.append("a", [Deposited(3)], 1)
+        assert (await store.append("a", [Deposited(3)], 2)).version == 3
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM cqrskit_schema_version").fetchall() == [(2,)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "streams" not in names
     conn.close()
 
 
@@ -355,7 +382,7 @@ async def test_inline_schema_is_created_at_open(tmp_path: Path) -> None:
         tables = await store.query(
             lambda tx: tx.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
         )
-        assert {"users", "memberships", "events", "streams", "snapshots"} <= {t[0] for t in tables}
+        assert {"users", "memberships", "events", "snapshots"} <= {t[0] for t in tables}
     finally:
         await store.close()
 

@@ -55,8 +55,13 @@ __all__ = ["SCHEMA_VERSION", "SqliteEventStore", "StoreStats"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-"""Version of the tables below, kept in ``cqrskit_schema_version`` (name 'event_store')."""
+SCHEMA_VERSION = 2
+"""Version of the tables below, kept in ``cqrskit_schema_version`` (name 'event_store').
+
+v2 dropped v1's ``streams`` table (one row per stream with its version): the version is
+the last entry of the ``(stream_id, stream_version)`` index, which every append writes
+anyway, and the table cost each append a fourth B-tree page (~20% of one-client append
+throughput, measured). Opening a v1 file upgrades it in place (drops the table)."""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS cqrskit_schema_version (
@@ -77,11 +82,6 @@ _SCHEMA = (
         recorded_at REAL NOT NULL,
         UNIQUE (stream_id, stream_version)
     )""",
-    # One row per stream: the version check is a primary-key lookup.
-    """CREATE TABLE IF NOT EXISTS streams (
-        stream_id TEXT PRIMARY KEY,
-        version INTEGER NOT NULL
-    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS snapshots (
         stream_id TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
@@ -100,11 +100,8 @@ _SELECT_STREAM = (
 )
 _INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
-_BUMP_STREAM = (
-    "INSERT INTO streams (stream_id, version) VALUES (?1, ?2)"
-    " ON CONFLICT (stream_id) DO UPDATE SET version = version + ?2 RETURNING version"
-)
-"""Adds ?2 events to a stream's version and returns the new version (one statement)."""
+_STREAM_VERSION = "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?"
+"""The last entry of the (stream_id, stream_version) index: one B-tree descent."""
 
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _MAX_GROUP = 512
@@ -172,11 +169,9 @@ class _Append(_Request):
     def run(self, conn: sqlite3.Connection, head: int, now: float) -> tuple[Any, int]:
         stream_id = self.stream_id
         encoded = self.encoded
-        # One statement reads and bumps the stream's version. The writer holds the write lock
-        # (BEGIN IMMEDIATE), so nobody else moves the version before this request ends; a
-        # failed check raises and the caller rolls the bump back with the rest of the request.
-        ((version,),) = conn.execute(_BUMP_STREAM, (stream_id, len(encoded))).fetchall()
-        actual: int = version - len(encoded)
+        # The writer holds the write lock (BEGIN IMMEDIATE): nobody else moves the version
+        # before this request ends.
+        ((actual,),) = conn.execute(_STREAM_VERSION, (stream_id,)).fetchall()
         check_expected(stream_id, self.expected, actual)
         meta = self.metadata
         rows = [
@@ -194,7 +189,7 @@ class _Append(_Request):
             for handler in inline:
                 handler(tx, records, self.events)
         last = head + len(rows)
-        return AppendResult(last, version), last
+        return AppendResult(last, actual + len(rows)), last
 
 
 class _SaveSnapshot(_Request):
@@ -413,6 +408,12 @@ class SqliteEventStore(EventStore):
                 (stored,) = conn.execute(
                     "SELECT version FROM cqrskit_schema_version WHERE name = 'event_store'"
                 ).fetchone()
+                if stored == 1:  # v1 -> v2: the stream versions live in the events index
+                    conn.execute("DROP TABLE IF EXISTS streams")
+                    conn.execute(
+                        "UPDATE cqrskit_schema_version SET version = 2 WHERE name = 'event_store'"
+                    )
+                    stored = 2
                 if stored != SCHEMA_VERSION:
                     raise SchemaError(
                         f"{self.path}: event store schema v{stored}, this code knows"
@@ -639,10 +640,8 @@ class SqliteEventStore(EventStore):
         return head
 
     async def stream_version(self, stream_id: str) -> int:
-        version: int | None = await self._read(
-            self._scalar_sync, "SELECT version FROM streams WHERE stream_id = ?", (stream_id,)
-        )
-        return version or 0
+        version: int = await self._read(self._scalar_sync, _STREAM_VERSION, (stream_id,))
+        return version
 
     async def recorded_at(self, position: int) -> float | None:
         at: float | None = await self._read(
