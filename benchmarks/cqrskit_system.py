@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from cqrskit import (
 from cqrskit.errors import ConsistencyTimeout
 from cqrskit.readside import ReadDatabase
 
-from .measure import MIN_LAG_SAMPLES, POLL_INTERVAL, Target, Visibility, open_probe
+from .measure import MIN_LAG_SAMPLES, LagProbe, Target
 from .workload import READ_MODEL_DDL, ClientScript, Op, Publish, Register, history
 
 # -- domain ------------------------------------------------------------------------------------
@@ -357,30 +358,28 @@ class CqrskitSystem:
         async def measure(store: EventStore) -> list[float]:
             bus = bootstrap(store)
             db = open_read_db(self.target)
-            probe = open_probe(self.target)
+            probe = LagProbe(self.target)
+            waiter = ThreadPoolExecutor(1, thread_name_prefix="lag-probe")
             runner = ProjectionRunner(store, db, [UsersProjection()], batch_size=1000)
             await runner.start()
             try:
                 await bus.dispatch(RegisterUser(str(uuid.uuid4()), "warmup@bench.example"))
-                visibility = Visibility(probe)
                 script = ClientScript(0)
                 lags: list[float] = []
+                loop = asyncio.get_running_loop()
                 began = time.perf_counter()
                 for _ in range(samples):
                     if time.perf_counter() - began > cap and len(lags) >= MIN_LAG_SAMPLES:
                         break
                     op = script.next()
                     await bus.dispatch(command_for(op))
-                    visible = visibility.expect(op)
                     start = time.perf_counter()
-                    while not visible():
-                        if time.perf_counter() - start > 10:
-                            raise TimeoutError("the read model did not show the command")
-                        await asyncio.sleep(POLL_INTERVAL)
-                    lags.append(time.perf_counter() - start)
+                    # Waited for on a thread: the event loop goes on running the runner.
+                    lags.append(await loop.run_in_executor(waiter, probe.lag, op, start))
                 return lags
             finally:
                 await runner.stop()
+                waiter.shutdown()
                 probe.close()
                 await db.close()
 

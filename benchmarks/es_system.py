@@ -37,7 +37,7 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
-from .measure import MIN_LAG_SAMPLES, Target, Visibility, open_probe, run_clients, wait_visible
+from .measure import MIN_LAG_SAMPLES, LagProbe, Target, run_clients
 from .pg import split_url
 from .workload import READ_MODEL_DDL, ClientScript, Op, Publish, Register, history
 from .workload import follow_id as make_follow_id
@@ -332,11 +332,10 @@ class EventsourcingSystem:
     rebuild = replay
 
     def lag(self, samples: int, cap: float) -> list[float]:
-        probe = open_probe(self.target)
+        probe = LagProbe(self.target)
         try:
             with SocialApp(env=self.env) as app, self._runner():
                 app.register_user(uuid.uuid4(), "warmup@bench.example")
-                visibility = Visibility(probe)
                 script = ClientScript(0)
                 lags: list[float] = []
                 began = time.perf_counter()
@@ -345,7 +344,7 @@ class EventsourcingSystem:
                         break
                     op = script.next()
                     app.execute(op)
-                    lags.append(wait_visible(visibility.expect(op)))
+                    lags.append(probe.lag(op, time.perf_counter()))
                 return lags
         finally:
             probe.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import resource
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,14 +140,76 @@ class Visibility:
         return followed
 
 
-def wait_visible(test: Callable[[], bool], timeout: float = 10.0) -> float:
-    """Seconds until ``test()`` holds (polling every POLL_INTERVAL)."""
-    start = time.perf_counter()
+def wait_visible(
+    test: Callable[[], bool], timeout: float = 10.0, start: float | None = None
+) -> float:
+    """Seconds from ``start`` (a ``perf_counter`` reading, default now) until ``test()``
+    holds, polling every POLL_INTERVAL with ``time.sleep`` (see :class:`LagProbe`)."""
+    if start is None:
+        start = time.perf_counter()
     while not test():
         if time.perf_counter() - start > timeout:
             raise TimeoutError("the read model did not show the command in time")
         time.sleep(POLL_INTERVAL)
     return time.perf_counter() - start
+
+
+class LagProbe:
+    """Watches the read model from a process of its own and times each command's lag.
+
+    ``lag(op, start)`` gives the seconds from ``start`` (a ``perf_counter`` reading taken
+    when the command answered; the clock is the system's monotonic clock, the same in
+    every process) until the probe process saw ``op``'s effect. The probe shares no GIL
+    with the system measured, whichever system it is: its polling neither slows that
+    system's threads nor waits behind them, as a reader in another process would not.
+    """
+
+    def __init__(self, target: Target) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_probe_main, args=(target, child), name="lag-probe", daemon=True
+        )
+        self._process.start()
+        child.close()
+        if self._conn.recv() != "ready":
+            raise RuntimeError("the lag probe did not start")
+
+    def lag(self, op: Op, start: float) -> float:
+        self._conn.send((op, start))
+        answer = self._conn.recv()
+        if isinstance(answer, str):
+            raise TimeoutError(answer)
+        return float(answer)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _probe_main(target: Target, conn: Connection) -> None:
+    probe: Probe | None = None
+    visibility: Visibility | None = None
+    conn.send("ready")
+    try:
+        while (item := conn.recv()) is not None:
+            op, start = item
+            if probe is None or visibility is None:
+                # Opened at the first command, once the system has created its read model.
+                probe = open_probe(target)
+                visibility = Visibility(probe)
+            try:
+                conn.send(wait_visible(visibility.expect(op), 10.0, start))
+            except TimeoutError as exc:
+                conn.send(str(exc))
+    finally:
+        if probe is not None:
+            probe.close()
 
 
 def rss_mb() -> float:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from .measure import MIN_LAG_SAMPLES, Target, Visibility, open_probe, run_clients, wait_visible
+from .measure import MIN_LAG_SAMPLES, LagProbe, Target, run_clients
 from .workload import READ_MODEL_DDL, ClientScript, Follow, Op, Publish, Register, history
 
 BATCH = 1000
@@ -342,7 +342,7 @@ class RawSystem:
         """Seconds from each command's answer to its visibility, projector running live."""
         execute, write = self._executor()
         projector_db, read = self._write_db(), self._read_db()
-        probe = open_probe(self.target)
+        probe = LagProbe(self.target)
         wake, stop = threading.Event(), threading.Event()
         errors: list[BaseException] = []
 
@@ -361,7 +361,6 @@ class RawSystem:
         thread = threading.Thread(target=project)
         thread.start()
         try:
-            visibility = Visibility(probe)
             script = ClientScript(0)
             lags: list[float] = []
             began = time.perf_counter()
@@ -370,8 +369,9 @@ class RawSystem:
                     break
                 op = script.next()
                 execute(op)
+                start = time.perf_counter()
                 wake.set()  # the in-process commit notification
-                lags.append(wait_visible(visibility.expect(op)))
+                lags.append(probe.lag(op, start))
                 if errors:
                     raise errors[0]
             return lags
