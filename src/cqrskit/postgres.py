@@ -28,7 +28,6 @@ import functools
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -46,6 +45,7 @@ from .errors import (
 from .projection import Projection
 from .readside import RebuildTarget
 from .sql import Row, SqlTx
+from .workers import Workers
 
 __all__ = [
     "PgPool",
@@ -258,7 +258,7 @@ class PgPool:
             name=name,
             timeout=30.0,
         )
-        self._executor = ThreadPoolExecutor(max_size, thread_name_prefix=name)
+        self._workers = Workers(max_size, name, lambda: StoreClosed(f"{name} is closed"))
         self._on_open = on_open
         self._open_lock = threading.Lock()
         self._opened = False
@@ -317,7 +317,7 @@ class PgPool:
         """Run a blocking function on this pool's threads."""
         if self._closed:
             raise StoreClosed(f"{self._pool.name} is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await self._workers.run(fn)
 
     async def close(self) -> None:
         if self._closed:
@@ -326,7 +326,7 @@ class PgPool:
         await asyncio.get_running_loop().run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._workers.shutdown()
         self._pool.close()
 
 

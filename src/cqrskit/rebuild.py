@@ -187,23 +187,32 @@ async def rebuild(
                 now, position = clock(), state.position
                 await db.write(lambda tx: record_rebuild(tx, name, position, now))
 
+        async def next_batch() -> int:
+            """Read the batch after ``state.position`` and apply it to the fresh tables;
+            return how many events it held. The batch is referenced from this frame only,
+            so it is freed before the next one is read: one batch in memory at a time."""
+            events = await store.read_all(state.position, batch_size)
+            if not events:
+                return 0
+            apply = functools.partial(
+                _apply_batch, name=name, handlers=handlers, codec=codec, events=events
+            )
+            await _write_batch(target, apply, projection.pipelined)
+            covered.add_batch(events)
+            state.position = events[-1].position
+            state.done += len(events)
+            return len(events)
+
         async def catch_up(until: int | None) -> None:
             """Apply batches to the fresh tables up to the log's end or, with ``until``,
             until that position is covered. Streams: one batch in memory at a time."""
             while until is None or until not in covered:
-                events = await store.read_all(state.position, batch_size)
-                if not events:
+                read = await next_batch()
+                if not read:
                     return
-                apply = functools.partial(
-                    _apply_batch, name=name, handlers=handlers, codec=codec, events=events
-                )
-                await _write_batch(target, apply, projection.pipelined)
-                covered.add_batch(events)
-                state.position = events[-1].position
-                state.done += len(events)
                 if until is None:
                     await heartbeat()  # not under the live write lock: it writes there
-                    if len(events) < batch_size:
+                    if read < batch_size:
                         report()
                         return
                 elif until not in covered and await store.position_reached(state.position, until):

@@ -86,7 +86,7 @@ async def test_stream_reads_run_off_the_event_loop(tmp_path: Path) -> None:
         assert all(name.startswith("cqrskit-r") for name in seen)
     finally:
         await store.close()
-    assert not any(thread.is_alive() for thread in store._read_threads)
+    assert not [t for t in threading.enumerate() if t.name.startswith("cqrskit-r-")]
     with pytest.raises(StoreClosed):
         await store.read_stream("s")
     with pytest.raises(StoreClosed):

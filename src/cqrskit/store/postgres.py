@@ -460,7 +460,9 @@ class PostgresEventStore(EventStore):
             self._known = position  # a single store under the GIL: no lost update matters
         self._wake_waiters()
 
-    def _on_notification(self, payload: str) -> None:
+    def _on_notification(self, payload: str, pid: int) -> None:
+        if pid == self._notifier.backend_pid:
+            return  # our own commits: their waiters were woken at commit, in-process
         try:
             position: int | None = int(payload)
         except ValueError:
@@ -531,6 +533,8 @@ class _Notifier:
     def __init__(self, url: str) -> None:
         self._url = url
         self._latest = 0
+        self.backend_pid: int | None = None
+        """The server process of the notifying connection (notifications carry it)."""
         self._pending = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -558,6 +562,7 @@ class _Notifier:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self._url, autocommit=True)
+                    self.backend_pid = conn.info.backend_pid
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(self._latest)))
             except psycopg.Error:
                 # Subscribers fall back to polling; retry the connection at the next commit.
@@ -577,9 +582,10 @@ class _Notifier:
 
 class _Listener:
     """LISTENs on a dedicated connection and calls ``wake`` with each notification's
-    payload (the empty string after a reconnection: notifications may have been lost)."""
+    payload and sender's server pid (``("", 0)`` after a reconnection: notifications may
+    have been lost meanwhile)."""
 
-    def __init__(self, url: str, wake: Callable[[str], None]) -> None:
+    def __init__(self, url: str, wake: Callable[[str, int], None]) -> None:
         self._url = url
         self._wake = wake
         self._stop_channel = f"cqrskit_stop_{uuid.uuid4().hex}"
@@ -593,12 +599,12 @@ class _Listener:
                 with psycopg.connect(self._url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     conn.execute(f"LISTEN {self._stop_channel}")
-                    self._wake("")  # notifications sent while we were not listening are lost
+                    self._wake("", 0)  # notifications sent while we were not listening are lost
                     while not self._stopping.is_set():
                         for notification in conn.notifies(timeout=5.0):
                             if self._stopping.is_set():
                                 return
-                            self._wake(notification.payload)
+                            self._wake(notification.payload, notification.pid)
             except psycopg.Error:
                 self._stopping.wait(1.0)  # server away: subscribers poll meanwhile
 

@@ -41,6 +41,7 @@ from ..messages import Event, Metadata, RecordedEvent, new_id
 from ..projection import Projection
 from ..sql import SqlTx
 from ..sqlite import SqliteTx, connect, convert_error, translate_errors
+from ..workers import Workers
 from .base import (
     ANY,
     AppendResult,
@@ -270,15 +271,12 @@ class SqliteEventStore(EventStore):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
-        # Every read runs on one of these threads, fed by a plain queue (see ``_read``).
-        self._read_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._read_threads = [
-            threading.Thread(
-                target=self._read_thread_main, name=f"cqrskit-r{i}-{self.path.name}", daemon=True
-            )
-            for i in range(readers)
-        ]
-        self._read_started = False
+        # Every read runs on one of these threads, each with its own connection.
+        self._readers = Workers(
+            readers,
+            f"cqrskit-r-{self.path.name}",
+            lambda: StoreClosed(f"event store {self.path} is closed"),
+        )
         self._writer = threading.Thread(
             target=self._writer_main, name=f"cqrskit-w-{self.path.name}", daemon=True
         )
@@ -561,39 +559,11 @@ class SqliteEventStore(EventStore):
         return conn
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a read on a reader thread; the event loop never waits on SQLite.
-
-        The command path comes here once per command (``Repository.load``), the projection
-        path once per batch. A ``SimpleQueue`` and one ``call_soon_threadsafe`` back cost
-        about a third of ``run_in_executor`` (no concurrent.futures future chained to an
-        asyncio one).
-        """
+        """Run a read on a reader thread; the event loop never waits on SQLite. The
+        command path comes here once per command (``Repository.load``), the projection
+        path once per batch."""
         self._check_open()
-        if not self._read_started:
-            with self._lock:
-                if not self._read_started:
-                    for thread in self._read_threads:
-                        thread.start()
-                    self._read_started = True
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._read_queue.put((loop, future, fn, args))
-        return await future
-
-    def _read_thread_main(self) -> None:
-        while True:
-            item = self._read_queue.get()
-            if item is _STOP:
-                return
-            loop, future, fn, args = item
-            outcome: Outcome
-            try:
-                outcome = fn(*args)
-            except Exception as exc:
-                outcome = exc
-            # RuntimeError: the caller's loop is closed, nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, [(future, outcome)])
+        return await self._readers.run(fn, *args)
 
     def _read_all_sync(self, from_position: int, limit: int) -> list[RecordedEvent]:
         with translate_errors():
@@ -704,21 +674,7 @@ class SqliteEventStore(EventStore):
 
     def _shutdown(self) -> None:
         self._writer.join()
-        if self._read_started:
-            for _ in self._read_threads:
-                self._read_queue.put(_STOP)
-            for thread in self._read_threads:
-                thread.join()
-        while True:  # a read queued by another thread's loop racing the close
-            try:
-                item = self._read_queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                loop, future, _, _ = item
-                error = StoreClosed(f"event store {self.path} is closed")
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, [(future, error)])
+        self._readers.shutdown()
         with self._lock:
             for conn in self._reader_conns:
                 conn.close()
