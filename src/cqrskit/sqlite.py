@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import IntegrityError, OperationalError, PersistenceError, StoreClosed, UniqueViolation
 from .sql import Row
+from .workers import Workers
 
 if TYPE_CHECKING:
     from .projection import Projection
@@ -128,10 +129,9 @@ class SqliteDatabase:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
         self.path = Path(path)
         self._synchronous = synchronous
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-w-{self.path.name}")
-        self._reader_pool = ThreadPoolExecutor(
-            readers, thread_name_prefix=f"sqlite-r-{self.path.name}"
-        )
+        closed = functools.partial(StoreClosed, f"database {self.path} is closed")
+        self._writer_pool = Workers(1, f"sqlite-w-{self.path.name}", closed)
+        self._reader_pool = Workers(readers, f"sqlite-r-{self.path.name}", closed)
         self._writer: sqlite3.Connection | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -186,23 +186,17 @@ class SqliteDatabase:
         """``fn`` in one write transaction. ``pipeline`` is accepted for every backend's
         sake and changes nothing here: SQLite runs in-process, there is no round trip."""
         self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writer_pool, self.write_sync, fn
-        )
+        return await self._writer_pool.run(self.write_sync, fn)
 
     async def read(self, fn: Callable[[SqliteTx], T]) -> T:
         self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader_pool, self.read_sync, fn
-        )
+        return await self._reader_pool.run(self.read_sync, fn)
 
     async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on the writer thread with the writer connection, outside any
         transaction (for what SQLite refuses inside one, such as ``ATTACH``)."""
         self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writer_pool, lambda: fn(self.writer_connection())
-        )
+        return await self._writer_pool.run(lambda: fn(self.writer_connection()))
 
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A fresh database file beside this one where ``projection`` is rebuilt; its swap
@@ -225,8 +219,8 @@ class SqliteDatabase:
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
-        self._writer_pool.shutdown(wait=True)
-        self._reader_pool.shutdown(wait=True)
+        self._writer_pool.shutdown()
+        self._reader_pool.shutdown()
         with self._lock:
             for conn in self._readers:
                 conn.close()
