@@ -17,6 +17,7 @@ All three are frozen dataclasses. Subclass them with ``@dataclass(frozen=True)``
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ _VARIANT = dict(zip("0123456789abcdef", "89ab89ab89ab89ab", strict=True))
 """Hex digit -> the same digit with the RFC 4122 variant bits (10xx) set."""
 
 
+_random = random.Random()  # seeded from os.urandom
+os.register_at_fork(after_in_child=_random.seed)  # a child must not repeat its parent's ids
+
+
 def new_id() -> str:
     """A new time-ordered id as UUID text: version 7 of RFC 9562.
 
@@ -42,9 +47,14 @@ def new_id() -> str:
     about a quarter of a microsecond), so inserting them into a B-tree index touches its
     last pages instead of a random one per insert: every event id goes into such an
     index. They reveal when they were made, to the millisecond; they are not secrets.
+
+    The random bits come from a private generator seeded from ``os.urandom`` (and
+    reseeded in a forked child), not from ``os.urandom`` per id: that call releases the
+    GIL for its system call, and getting the GIL back behind a busy writer thread cost
+    the command path more than the rest of the id (4% of a one-client profile).
     """
     ms, sub = divmod(time.time_ns(), 1_000_000)
-    h = f"{ms:012x}7{sub * 4096 // 1_000_000:03x}{os.urandom(8).hex()}"
+    h = f"{ms:012x}7{sub * 4096 // 1_000_000:03x}{_random.getrandbits(64):016x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 

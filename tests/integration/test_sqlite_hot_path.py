@@ -4,6 +4,7 @@ bump read back with RETURNING, and stream reads on the point-reader threads."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -116,3 +117,20 @@ def test_new_id_is_a_time_ordered_uuid7_text() -> None:
     # Later ids sort later, except within the same ~0.24 us tick (random there).
     time.sleep(0.002)
     assert new_id() > max(made)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    """The random bits come from a generator in memory: a forked child that kept the
+    parent's state would make the parent's next ids (same millisecond, same bits)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids' random parts, then leave at once
+        os.write(write_end, ",".join(new_id()[-12:] for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent = {new_id()[-12:] for _ in range(20)}
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child = set(pipe.read().split(","))
+    assert len(child) == 20
+    assert not parent & child

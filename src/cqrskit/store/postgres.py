@@ -294,16 +294,7 @@ class PostgresEventStore(EventStore):
     ) -> list[tuple[Any, ...]]:
         """The appended rows in version order; none when the stream is not at ``wanted``."""
         ids = [new_id() for _ in encoded]
-        params = {
-            "n": len(encoded),
-            "stream": stream_id,
-            "wanted": wanted,
-            "meta": meta,
-            "ids": ids,
-            "types": [name for name, _, _ in encoded],
-            "schemas": [version for _, version, _ in encoded],
-            "payloads": [payload for _, _, payload in encoded],
-        }
+        params = _append_params(stream_id, wanted, ids, encoded, meta)
         with self._pool.connection() as conn:
             try:
                 if not self._inline_handlers:
@@ -505,6 +496,26 @@ class PostgresEventStore(EventStore):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _append_params(
+    stream_id: str,
+    wanted: int | None,
+    ids: list[str],
+    encoded: list[tuple[str, int, bytes]],
+    meta: bytes,
+) -> dict[str, Any]:
+    """The parameters of ``_APPEND``."""
+    return {
+        "n": len(encoded),
+        "stream": stream_id,
+        "wanted": wanted,
+        "meta": meta,
+        "ids": ids,
+        "types": [name for name, _, _ in encoded],
+        "schemas": [version for _, version, _ in encoded],
+        "payloads": [payload for _, _, payload in encoded],
+    }
 
 
 def _by_version(row: tuple[Any, ...]) -> int:
