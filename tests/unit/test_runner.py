@@ -190,6 +190,31 @@ async def test_a_failing_handler_commits_what_precedes_it_then_stops_in_error(
     assert (seen.state, seen.error) == ("error", poisoned.error)
 
 
+async def test_a_handler_failing_once_caught_up_stops_at_its_event(
+    store: MemoryEventStore, db: SqliteDatabase
+) -> None:
+    """The same isolation when the poisoned event arrives while the runner follows the
+    head (woken by the append, not catching up): the events before it commit, the
+    projection stops in error at it, nothing after it is applied."""
+    await store.append("s", [Incremented("c", 1)])
+    async with ProjectionRunner(
+        store, db, [PoisonedCounters(poison=13)], batch_size=100, retry=FAST_RETRY
+    ) as runner:
+        await runner.wait_for("poisoned", 1, timeout=5)  # caught up
+        await store.append("s", [Incremented("c", 2)])
+        await runner.wait_for("poisoned", 2, timeout=5)
+        await store.append("s", [Incremented("c", a) for a in (3, 4, 13, 5)])
+        for _ in range(500):
+            if runner.error("poisoned") is not None:
+                break
+            await asyncio.sleep(0.01)
+        error = runner.error("poisoned")
+        assert error is not None
+        assert (error.position, error.event_type) == (5, "Incremented")
+        assert runner.position("poisoned") == 4
+    assert await read_counts(db) == {"c": (10, 4)}  # 1, 2, 3, 4: nothing from 13 on
+
+
 async def test_a_transient_failure_is_retried_and_then_applied(
     store: MemoryEventStore, db: SqliteDatabase
 ) -> None:
