@@ -330,6 +330,10 @@ class PgPool:
         self._pool.close()
 
 
+SCHEMA_LOCK = 0x637172736B736368  # "cqrsksch"
+"""The transaction advisory lock that read-side schema changes take (``write_schema``)."""
+
+
 class PostgresDatabase:
     """A PostgreSQL database used from asyncio (the read side): same shape as
     :class:`cqrskit.sqlite.SqliteDatabase`, and a :class:`~cqrskit.readside.ReadDatabase`.
@@ -360,6 +364,16 @@ class PostgresDatabase:
 
     async def write(self, fn: Callable[[PgTx], T], *, pipeline: bool = False) -> T:
         return await self._pool.run(lambda: self._pool.write_sync(fn, pipeline))
+
+    async def write_schema(self, fn: Callable[[PgTx], T]) -> T:
+        """See :meth:`cqrskit.readside.ReadDatabase.write_schema`: under a transaction
+        advisory lock of this database (``SCHEMA_LOCK``)."""
+
+        def locked(tx: PgTx) -> T:
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+            return fn(tx)
+
+        return await self.write(locked)
 
     async def read(self, fn: Callable[[PgTx], T]) -> T:
         return await self._pool.run(lambda: self._pool.read_sync(fn))

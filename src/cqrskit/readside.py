@@ -61,6 +61,14 @@ class ReadDatabase(Protocol):
         the statements without waiting for each answer (see ``Projection.pipelined``)."""
         ...
 
+    async def write_schema(self, fn: Callable[[SqlTx], T]) -> T:
+        """One write transaction that changes the schema (``CREATE TABLE IF NOT EXISTS``
+        and the like), taking turns with every other such transaction on this database,
+        in whichever process: processes starting together on a fresh database would
+        otherwise race on the catalog (PostgreSQL fails the losers with a unique
+        violation). SQLite's write lock already makes them take turns."""
+        ...
+
     async def close(self) -> None: ...
 
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:

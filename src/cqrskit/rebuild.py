@@ -166,7 +166,7 @@ async def rebuild(
     codec = store.codec
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    await db.write(ensure_table)
+    await db.write_schema(ensure_table)
     target: RebuildTarget = await db.open_rebuild(projection)
     try:
         await target.write(projection.create_schema)

@@ -202,7 +202,7 @@ class ProjectionRunner:
                 projection.create_schema(tx)
             return {p.name: read_position(tx, p.name) for p in projections}
 
-        positions = await self._db.write(setup)
+        positions = await self._db.write_schema(setup)
         for worker in self._workers.values():
             worker.checkpoint = positions[worker.name]
             worker.state = "standby" if self._lease is not None else "running"

@@ -188,6 +188,11 @@ class SqliteDatabase:
         self._check_open()
         return await self._writer_pool.run(self.write_sync, fn)
 
+    async def write_schema(self, fn: Callable[[SqliteTx], T]) -> T:
+        """See :meth:`cqrskit.readside.ReadDatabase.write_schema`: a plain write here,
+        ``BEGIN IMMEDIATE`` already excludes every other writer of the file."""
+        return await self.write(fn)
+
     async def read(self, fn: Callable[[SqliteTx], T]) -> T:
         self._check_open()
         return await self._reader_pool.run(self.read_sync, fn)

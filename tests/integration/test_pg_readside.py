@@ -169,3 +169,27 @@ async def test_rebuild_swaps_a_schema_in_while_the_live_runner_applies(
         )
     )
     assert indexes == [("counters_by_value",), ("counters_pkey",)]
+
+
+async def test_schema_writers_take_turns(pg_url: str) -> None:
+    """Eight processes' worth of read databases create the same tables at once (a fleet
+    starting on a fresh database). Unserialised, ``CREATE TABLE IF NOT EXISTS`` races in
+    the catalog and the losers fail with a unique violation; ``write_schema`` makes them
+    take turns, so every one succeeds."""
+    databases = [PostgresDatabase(pg_url) for _ in range(8)]
+
+    def create(tx: PgTx) -> None:
+        for i in range(5):
+            tx.execute(f"CREATE TABLE IF NOT EXISTS raced_{i} (id TEXT PRIMARY KEY, n INTEGER)")
+            tx.execute(f"CREATE INDEX IF NOT EXISTS raced_{i}_n ON raced_{i} (n)")
+
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(db.write_schema(create) for db in databases))
+        tables = await databases[0].read(
+            lambda tx: tx.fetchall("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'raced_%'")
+        )
+        assert tables == [(5,)]
+    finally:
+        for db in databases:
+            await db.close()

@@ -72,10 +72,6 @@ LEASE_INTERVAL = 1.0
 takeover delay after the holder dies is about this (plus one batch)."""
 
 
-_SCHEMA_LOCK = 0x736F_6369_616C_0001
-"""Transaction advisory lock (PostgreSQL) taken while the read side's tables are created."""
-
-
 class ClosableLease(Lease, Protocol):
     """A :class:`~cqrskit.runner.Lease` whose connection the container closes."""
 
@@ -115,24 +111,19 @@ class Container:
     async def prepare_read_side(self) -> None:
         """Create the checkpoint table and the read models' tables, unless present.
 
-        Processes starting together on a fresh PostgreSQL database would race on
-        ``CREATE TABLE IF NOT EXISTS`` (the losers fail with a unique violation in the
-        catalog): one transaction advisory lock makes them take turns, and the runner's
-        own creation then finds every table there. An API process that runs no projection
-        calls it too, so that its reads answer 404 or an empty page, not an error, before
-        any worker has run.
+        Processes starting together take turns (``ReadDatabase.write_schema``), as the
+        runner's own creation does. An API process that runs no projection calls it too,
+        so that its reads answer 404 or an empty page, not an error, before any worker has
+        run.
         """
-        on_postgres = self.settings.read_url is not None
         projections = self.projections
 
         def create(tx: SqlTx) -> None:
-            if on_postgres:
-                tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             ensure_table(tx)
             for projection in projections:
                 projection.create_schema(tx)
 
-        await self.db.write(create)
+        await self.db.write_schema(create)
 
     async def start_projections(self) -> None:
         await self.prepare_read_side()
