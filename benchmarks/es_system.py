@@ -185,7 +185,24 @@ _FOLLOWING = "UPDATE bench_users SET following_count = following_count + 1 WHERE
 _FOLLOWER = "UPDATE bench_users SET follower_count = follower_count + 1 WHERE id = ?"
 
 
-class SQLiteUsersView(SQLiteTrackingRecorder, UsersViewInterface):
+class _StatementsView(UsersViewInterface):
+    """Each change as its statements; a backend runs them with the tracking record."""
+
+    @abstractmethod
+    def _apply(self, statements: list[tuple[str, tuple[str, ...]]], tracking: Tracking) -> None:
+        """The statements and the tracking record, in one transaction."""
+
+    def registered(self, user_id: str, email: str, tracking: Tracking) -> None:
+        self._apply([(_REGISTER, (user_id, email))], tracking)
+
+    def posted(self, author_id: str, tracking: Tracking) -> None:
+        self._apply([(_POSTED, (author_id,))], tracking)
+
+    def followed(self, follower_id: str, followee_id: str, tracking: Tracking) -> None:
+        self._apply([(_FOLLOWING, (follower_id,)), (_FOLLOWER, (followee_id,))], tracking)
+
+
+class SQLiteUsersView(SQLiteTrackingRecorder, _StatementsView):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *READ_MODEL_DDL]
 
@@ -195,17 +212,8 @@ class SQLiteUsersView(SQLiteTrackingRecorder, UsersViewInterface):
                 c.execute(sql, params)
             self._insert_tracking(c, tracking)
 
-    def registered(self, user_id: str, email: str, tracking: Tracking) -> None:
-        self._apply([(_REGISTER, (user_id, email))], tracking)
 
-    def posted(self, author_id: str, tracking: Tracking) -> None:
-        self._apply([(_POSTED, (author_id,))], tracking)
-
-    def followed(self, follower_id: str, followee_id: str, tracking: Tracking) -> None:
-        self._apply([(_FOLLOWING, (follower_id,)), (_FOLLOWER, (followee_id,))], tracking)
-
-
-class PostgresUsersView(PostgresTrackingRecorder, UsersViewInterface):
+class PostgresUsersView(PostgresTrackingRecorder, _StatementsView):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sql_create_statements.extend(SQL(ddl).format() for ddl in READ_MODEL_DDL)
@@ -215,15 +223,6 @@ class PostgresUsersView(PostgresTrackingRecorder, UsersViewInterface):
             for sql, params in statements:
                 curs.execute(sql.replace("?", "%s"), params, prepare=True)
             self._insert_tracking(curs, tracking)
-
-    def registered(self, user_id: str, email: str, tracking: Tracking) -> None:
-        self._apply([(_REGISTER, (user_id, email))], tracking)
-
-    def posted(self, author_id: str, tracking: Tracking) -> None:
-        self._apply([(_POSTED, (author_id,))], tracking)
-
-    def followed(self, follower_id: str, followee_id: str, tracking: Tracking) -> None:
-        self._apply([(_FOLLOWING, (follower_id,)), (_FOLLOWER, (followee_id,))], tracking)
 
 
 class UsersProjection(Projection[UsersViewInterface]):
