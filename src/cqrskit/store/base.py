@@ -99,6 +99,17 @@ class EventStore(ABC):
         Appending no events is an error (:class:`ValueError`).
         """
 
+    def _encode(
+        self, events: Sequence[Event], metadata: Metadata | None
+    ) -> tuple[list[tuple[str, int, bytes]], bytes]:
+        """What every append does before any I/O: refuse an empty append, and encode the
+        events (type name, schema version, payload) and the metadata, so that one event
+        that does not encode fails the append before anything is stored."""
+        if not events:
+            raise ValueError("append needs at least one event")
+        encode = self.codec.encode
+        return [encode(e) for e in events], self.codec.encode_metadata(metadata)
+
     @abstractmethod
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         """Events of one stream with ``stream_version > from_version``, in version order."""

@@ -35,12 +35,9 @@ class MemoryEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        if not events:
-            raise ValueError("append needs at least one event")
+        encoded, meta = self._encode(events, metadata)
         stream = self._streams.get(stream_id, [])
         check_expected(stream_id, expected_version, len(stream))
-        encoded = [self.codec.encode(e) for e in events]  # encode all first: all or nothing
-        meta = self.codec.encode_metadata(metadata)
         now = time.time()
         records = [
             RecordedEvent(

@@ -239,10 +239,7 @@ class PostgresEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        if not events:
-            raise ValueError("append needs at least one event")
-        encoded = [self.codec.encode(e) for e in events]  # all or nothing, before any I/O
-        meta = self.codec.encode_metadata(metadata)
+        encoded, meta = self._encode(events, metadata)
         events = tuple(events)
         result = await self._run(
             lambda: self._append_sync(stream_id, expected_version, encoded, meta, events)

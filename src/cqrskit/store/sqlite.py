@@ -323,19 +323,16 @@ class SqliteEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        if not events:
-            raise ValueError("append needs at least one event")
-        encode = self.codec.encode
         # Encoded here, on the caller's side: the writer thread only does SQL, and an
         # unregistered event fails before anything is queued.
-        encoded = [(new_id(), *encode(e)) for e in events]
+        encoded, meta = self._encode(events, metadata)
         request = _Append(
             asyncio.get_running_loop(),
             self._inline_handlers,
             stream_id,
             expected_version,
-            encoded,
-            self.codec.encode_metadata(metadata),
+            [(new_id(), *e) for e in encoded],
+            meta,
             tuple(events),
         )
         self._queue.put(request)
