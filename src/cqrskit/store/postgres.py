@@ -76,7 +76,13 @@ from typing import Any, TypeVar
 import psycopg
 
 from ..codec import Codec
-from ..errors import ConcurrencyError, PersistenceError, StoreClosed, UniqueViolation
+from ..errors import (
+    ConcurrencyError,
+    IntegrityError,
+    PersistenceError,
+    StoreClosed,
+    UniqueViolation,
+)
 from ..messages import Event, Metadata, RecordedEvent, new_id
 from ..migrate import LOCK_KEY, apply_on
 from ..postgres import PgPool, PgTx, translate_errors
@@ -302,6 +308,10 @@ class PostgresEventStore(EventStore):
                     if rows:
                         self._run_inline(conn, stream_id, ids, encoded, meta, rows, events)
                     return rows
+            except (psycopg.errors.IntegrityError, IntegrityError):
+                # A conflict (the stream's version taken, an inline handler's constraint)
+                # comes after the allocation returned, its lock released: no round trip.
+                raise
             except BaseException:
                 _release_allocation_lock(conn)
                 raise
