@@ -26,22 +26,21 @@ from cqrskit import (
     Codec,
     Command,
     CommandBus,
+    ConsistencyTimeout,
     Event,
     EventStore,
     Projection,
+    ProjectionRunner,
+    ReadDatabase,
+    RebuildProgress,
     RecordedEvent,
     Repository,
     SqlTx,
     handles,
+    rebuild,
 )
-from cqrskit.errors import ConsistencyTimeout
-from cqrskit.postgres import PostgresDatabase
-from cqrskit.readside import ReadDatabase
-from cqrskit.rebuild import RebuildProgress, rebuild
-from cqrskit.runner import ProjectionRunner
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.postgres import PostgresEventStore
-from cqrskit.store.sqlite import SqliteEventStore
+from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 
 from .measure import MIN_LAG_SAMPLES, LagProbe, Target
 from .workload import READ_MODEL_DDL, ClientScript, Op, Publish, Register, history

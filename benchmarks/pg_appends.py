@@ -4,7 +4,7 @@ The table-lock approach (what the `eventsourcing` library does on PostgreSQL) ta
 ``LOCK TABLE ... IN EXCLUSIVE MODE`` in every append so that positions commit in order;
 writers then commit one at a time, one WAL flush each. cqrskit allocates positions with
 the transaction id in a microsecond critical section instead and lets commits overlap
-(see ``cqrskit/store/postgres.py``). Both run here on the same store code, differing only
+(see ``cqrskit/backends/postgres/store.py``). Both run here on the same store code, differing only
 in that, with 1 and 32 concurrent writers, repetitions interleaved, each on a fresh
 database. Results: ``benchmarks/results/pg_appends.json`` (same shape as latest.json).
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import psycopg
 
-from cqrskit import Codec, Event
-from cqrskit.messages import new_id
-from cqrskit.store.postgres import _APPEND, PostgresEventStore, _append_params
+from cqrskit import Codec, Event, new_id
+from cqrskit.backends.postgres import PostgresEventStore
+from cqrskit.backends.postgres._append import APPEND, append_params
 
 from .stats import Figure, machine_info, results_document, write_results
 
@@ -54,12 +54,12 @@ class TableLockStore(PostgresEventStore):
         meta: bytes,
         events: Sequence[Event],
     ) -> list[tuple[Any, ...]]:
-        params = _append_params(
+        params = append_params(
             stream_id, wanted, [new_id() for _ in encoded], meta=meta, encoded=encoded
         )
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("LOCK TABLE cqrskit_events IN EXCLUSIVE MODE")
-            return sorted(conn.execute(_APPEND, params).fetchall(), key=lambda r: int(r[1]))
+            return sorted(conn.execute(APPEND, params).fetchall(), key=lambda r: int(r[1]))
 
 
 SYSTEMS: dict[str, type[PostgresEventStore]] = {

@@ -5,6 +5,7 @@ checkpoint kept in the same transaction as their changes.
 """
 
 from .aggregate import Aggregate
+from .backoff import RetryPolicy, backoff_delays
 from .bus import (
     CommandBus,
     CommandResult,
@@ -16,7 +17,9 @@ from .bus import (
     retry_on_conflict_middleware,
     timing_middleware,
 )
+from .checkpoints import read_position
 from .codec import Codec, Upcaster
+from .consistency import retry_read, wait_for_position
 from .context import CommandContext, current_context
 from .errors import (
     ConcurrencyError,
@@ -37,11 +40,26 @@ from .errors import (
     UnknownEventType,
     UpcastError,
 )
+from .eventstore import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    InlineHandler,
+    Snapshot,
+    StreamState,
+)
+from .lease import Lease
 from .messages import Command, Event, Metadata, Query, RecordedEvent, new_id
+from .monitoring import ProjectionStatus, projection_status
 from .projection import Projection, handles
+from .readside import ReadDatabase, RebuildTarget, create_read_models
+from .rebuild import RebuildProgress, RebuildResult, rebuild
 from .repository import Repository
+from .runner import ProjectionRunner
 from .sql import Row, SqlTx
-from .store import ANY, NO_STREAM, AppendResult, EventStore, ExpectedVersion, Snapshot, StreamState
+from .subscription import subscribe
 
 __all__ = [
     "ANY",
@@ -63,18 +81,27 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "HandlerNotFound",
+    "InlineHandler",
     "IntegrityError",
+    "Lease",
     "Metadata",
     "Middleware",
     "OperationalError",
     "PersistenceError",
     "Projection",
     "ProjectionError",
+    "ProjectionRunner",
+    "ProjectionStatus",
     "Query",
     "QueryBus",
     "QueryResult",
+    "ReadDatabase",
+    "RebuildProgress",
+    "RebuildResult",
+    "RebuildTarget",
     "RecordedEvent",
     "Repository",
+    "RetryPolicy",
     "Row",
     "SchemaError",
     "SerializationError",
@@ -87,10 +114,18 @@ __all__ = [
     "UnknownEventType",
     "UpcastError",
     "Upcaster",
+    "backoff_delays",
+    "create_read_models",
     "current_context",
     "handles",
     "logging_middleware",
     "new_id",
+    "projection_status",
+    "read_position",
+    "rebuild",
     "retry_on_conflict_middleware",
+    "retry_read",
+    "subscribe",
     "timing_middleware",
+    "wait_for_position",
 ]

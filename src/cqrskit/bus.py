@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .backoff import backoff_delays
 from .context import CommandContext, _reset, _set
 from .errors import ConcurrencyError, ConfigurationError, HandlerNotFound
 from .messages import Command, Query
@@ -218,13 +218,14 @@ def retry_on_conflict_middleware(
     async def mw(dispatch: Dispatch, nxt: Next) -> Any:
         if not dispatch.registration.retry_on_conflict:
             return await nxt()
-        for attempt in range(attempts):
+        delays = backoff_delays(base_delay, max_delay, attempts=attempts)
+        while True:
             try:
                 return await nxt()
             except ConcurrencyError:
-                if attempt == attempts - 1:
+                delay = next(delays, None)
+                if delay is None:
                     raise
-                await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2**attempt)))
-        raise AssertionError("unreachable")
+                await asyncio.sleep(delay)
 
     return mw

@@ -22,15 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from .backoff import backoff_delays
 from .checkpoints import read_position
 from .errors import ConsistencyTimeout, OperationalError, PersistenceError
+from .eventstore import EventStore
 from .readside import ReadDatabase
-from .store.base import EventStore
 
-__all__ = ["DEFAULT_RETRY_ON", "backoff_delays", "retry_read", "wait_for_position"]
+__all__ = ["DEFAULT_RETRY_ON", "retry_read", "wait_for_position"]
 
 T = TypeVar("T")
 
@@ -41,30 +42,6 @@ DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (
 )
 """What :func:`retry_read` retries by default: the read side not caught up yet (a timeout,
 or a lookup that found nothing) and a database busy for a moment."""
-
-
-def backoff_delays(
-    base_delay: float = 0.05,
-    max_delay: float = 2.0,
-    *,
-    attempts: int | None = None,
-    jitter: bool = True,
-    rng: random.Random | None = None,
-) -> Iterator[float]:
-    """Delays to sleep between attempts: ``base * 2**i`` capped at ``max_delay``.
-
-    With ``jitter`` each delay is drawn uniformly from ``[0, cap]`` ("full jitter"): clients
-    that failed together do not retry together. With ``attempts`` it yields
-    ``attempts - 1`` delays (one between each two attempts), else forever.
-    """
-    if base_delay < 0 or max_delay < 0:
-        raise ValueError("delays must not be negative")
-    draw = (rng or random).uniform
-    i = 0
-    while attempts is None or i < attempts - 1:
-        cap = min(max_delay, base_delay * 2 ** min(i, 62))
-        yield draw(0.0, cap) if jitter else cap
-        i += 1
 
 
 async def retry_read(

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .checkpoints import CheckpointRow, read_rows
 from .errors import PersistenceError
+from .eventstore import EventStore
 from .readside import ReadDatabase
-from .store.base import EventStore
 
 __all__ = [
     "REBUILD_HEARTBEAT_TIMEOUT",
@@ -59,8 +59,10 @@ class ProjectionStatus:
     events_per_second: float
     error: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The figures as a dict, every one or only ``fields`` (in that order)."""
+        every = asdict(self)
+        return every if fields is None else {name: every[name] for name in fields}
 
 
 class RateMeter:

@@ -1,6 +1,6 @@
 """The read database as the projection runner, the rebuild and the query handlers see it.
 
-Backends: :class:`cqrskit.sqlite.SqliteDatabase` (a file, one writer thread) and a
+Backends: :class:`cqrskit.backends.sqlite.SqliteDatabase` (a file, one writer thread) and a
 PostgreSQL one. Handlers are synchronous functions of a :class:`~cqrskit.sql.SqlTx`; the
 database runs them off the event loop, each inside one transaction.
 
@@ -14,13 +14,14 @@ first on the search path).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from .checkpoints import ensure_table, read_position
 from .projection import Projection
 from .sql import SqlTx
 
-__all__ = ["ReadDatabase", "RebuildTarget"]
+__all__ = ["ReadDatabase", "RebuildTarget", "create_read_models"]
 
 T = TypeVar("T")
 
@@ -74,3 +75,21 @@ class ReadDatabase(Protocol):
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A fresh, empty target for this projection's tables (see :class:`RebuildTarget`)."""
         ...
+
+
+async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]) -> dict[str, int]:
+    """Create the checkpoint table and these projections' tables, unless present; return
+    each projection's checkpoint.
+
+    The one place read-side schemas are created (the runner's start, the rebuild, an API
+    process that runs no projection), in one ``write_schema`` transaction: processes
+    starting together on a fresh database take turns.
+    """
+
+    def create(tx: SqlTx) -> dict[str, int]:
+        ensure_table(tx)
+        for projection in projections:
+            projection.create_schema(tx)
+        return {p.name: read_position(tx, p.name) for p in projections}
+
+    return await db.write_schema(create)

@@ -28,14 +28,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .checkpoints import complete_rebuild, ensure_table, lock_position, record_rebuild
-from .codec import Codec
+from ._applier import Applier, HandlerFailed
+from .checkpoints import complete_rebuild, lock_position, record_rebuild
 from .errors import OperationalError, ProjectionError
+from .eventstore import EventStore
 from .messages import RecordedEvent
-from .projection import Handler, Projection
-from .readside import ReadDatabase, RebuildTarget
+from .projection import Projection
+from .readside import ReadDatabase, RebuildTarget, create_read_models
 from .sql import SqlTx
-from .store.base import EventStore
 
 __all__ = ["RebuildProgress", "RebuildResult", "rebuild"]
 
@@ -108,40 +108,29 @@ class _State:
     beat: float = 0.0
 
 
-def _apply_batch(
-    tx: SqlTx,
-    name: str,
-    handlers: dict[str, Handler],
-    codec: Codec,
-    events: Sequence[RecordedEvent],
-) -> None:
-    handler_for = handlers.get
-    decode = codec.decode_payload
-    record = None
-    try:
-        for record in events:
-            handler = handler_for(record.type)
-            if handler is not None:
-                handler(tx, decode(record.type, record.schema_version, record.payload), record)
-        tx.flush()  # pipelined: a failing statement raises here
-    except Exception as exc:
-        assert record is not None
-        raise ProjectionError(name, record.position, record.type, repr(exc)) from exc
-
-
 async def _write_batch(
-    target: RebuildTarget, apply: Callable[[SqlTx], None], pipelined: bool
+    target: RebuildTarget, applier: Applier, events: Sequence[RecordedEvent]
 ) -> None:
     """One batch into the fresh tables: pipelined when the projection allows it. A
     pipelined batch that fails ran in a transaction that rolled back whole; it is run
     again without the pipeline, so the error names the event that caused it."""
-    if pipelined:
+
+    def apply(tx: SqlTx, pipelined: bool) -> None:
+        applier.apply(tx, events, pipelined=pipelined)
+        applier.flush(tx)
+
+    if applier.pipelined:
         try:
-            await target.write(apply, pipeline=True)
+            await target.write(functools.partial(apply, pipelined=True), pipeline=True)
             return
         except Exception:
             pass  # attributed exactly below (or, if it was transient, simply applied)
-    await target.write(apply)
+    try:
+        await target.write(functools.partial(apply, pipelined=False))
+    except HandlerFailed as exc:
+        record = exc.record
+        position, type_name = (0, "") if record is None else (record.position, record.type)
+        raise ProjectionError(applier.name, position, type_name, repr(exc.cause)) from exc.cause
 
 
 async def rebuild(
@@ -162,11 +151,10 @@ async def rebuild(
     showed the live checkpoint's position in ``max_swap_attempts`` swaps.
     """
     name = projection.name
-    handlers = projection.handlers()
-    codec = store.codec
+    applier = Applier(projection, store.codec)
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    await db.write_schema(ensure_table)
+    await create_read_models(db, ())
     target: RebuildTarget = await db.open_rebuild(projection)
     try:
         await target.write(projection.create_schema)
@@ -194,10 +182,7 @@ async def rebuild(
             events = await store.read_all(state.position, batch_size)
             if not events:
                 return 0
-            apply = functools.partial(
-                _apply_batch, name=name, handlers=handlers, codec=codec, events=events
-            )
-            await _write_batch(target, apply, projection.pipelined)
+            await _write_batch(target, applier, events)
             covered.add_batch(events)
             state.position = events[-1].position
             state.done += len(events)

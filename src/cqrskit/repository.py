@@ -10,7 +10,7 @@ import msgspec
 from .aggregate import Aggregate
 from .context import current_context
 from .errors import StreamNotFound
-from .store.base import NO_STREAM, AppendResult, EventStore, Snapshot
+from .eventstore import NO_STREAM, AppendResult, EventStore, Snapshot
 
 __all__ = ["Repository"]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from .eventstore import EventStore
 from .messages import RecordedEvent
-from .store.base import EventStore
 
 __all__ = ["subscribe"]
 

@@ -33,10 +33,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cqrskit.errors import CqrsKitError
-from cqrskit.rebuild import RebuildProgress, rebuild
+from cqrskit import CqrsKitError, RebuildProgress, rebuild
 
 from .api import create_app
+from .api.schemas import STATUS_FIELDS
 from .infrastructure.bootstrap import bootstrap
 from .infrastructure.settings import Settings
 
@@ -198,17 +198,7 @@ async def _status(settings: Settings, as_json: bool) -> int:
         statuses = await container.status()
     finally:
         await container.close()
-    rows = [
-        {
-            "name": s.name,
-            "position": s.position,
-            "head": s.head,
-            "lag_events": s.lag_events,
-            "lag_seconds": s.lag_seconds,
-            "state": s.state,
-        }
-        for s in statuses
-    ]
+    rows = [s.to_dict(STATUS_FIELDS) for s in statuses]
     if as_json:
         print(json.dumps(rows), flush=True)
         return 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from cqrskit.consistency import retry_read
+from cqrskit import retry_read
 
 __all__ = ["ReadNotCaughtUp", "SocialClient"]
 

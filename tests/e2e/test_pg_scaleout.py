@@ -26,7 +26,7 @@ import httpx
 import psycopg
 import pytest
 
-from cqrskit.lease import lease_key
+from cqrskit.backends.postgres.lease import lease_key
 from tests.e2e._support import (
     REPORT,
     Server,

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from cqrskit import Codec, Event
-from cqrskit.store.sqlite import SqliteEventStore
+from cqrskit.backends.sqlite import SqliteEventStore
 
 
 @dataclass(frozen=True)

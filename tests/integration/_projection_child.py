@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cqrskit import Codec, Event, Projection, RecordedEvent, SqlTx, handles
+from cqrskit.backends.sqlite import SqliteDatabase
+from cqrskit.eventstore import EventStore
 from cqrskit.readside import ReadDatabase
 from cqrskit.runner import ProjectionRunner
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.base import EventStore
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ async def read_counts(db: ReadDatabase) -> Counts:
 
 
 async def _main(events_db: Path, read_db: Path, batch_size: int) -> None:
-    from cqrskit.store.sqlite import SqliteEventStore
+    from cqrskit.backends.sqlite import SqliteEventStore
 
     store = await SqliteEventStore.open(events_db, counters_codec())
     db = SqliteDatabase(read_db)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cqrskit import Codec, Event
-from cqrskit.store.sqlite import SqliteEventStore
+from cqrskit.backends.sqlite import SqliteEventStore
 
 CHILD = Path(__file__).with_name("_append_child.py")
 

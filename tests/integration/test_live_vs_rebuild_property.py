@@ -17,10 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cqrskit import Codec, Event, Projection, RecordedEvent, SqlTx, handles
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 from cqrskit.rebuild import rebuild
 from cqrskit.runner import ProjectionRunner
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.sqlite import SqliteEventStore
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from cqrskit import Codec, Event, Projection, RecordedEvent, SqlTx, handles
-from cqrskit.store.postgres import PostgresEventStore
+from cqrskit.backends.postgres import PostgresEventStore
 
 pytestmark = pytest.mark.postgres
 

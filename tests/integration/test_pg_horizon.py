@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from cqrskit import Codec, Event
-from cqrskit.migrate import apply
-from cqrskit.store.postgres import PostgresEventStore
+from cqrskit.backends.postgres import PostgresEventStore
+from cqrskit.backends.postgres.migrate import apply
 
 pytestmark = pytest.mark.postgres
 

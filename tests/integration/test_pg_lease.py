@@ -16,10 +16,8 @@ import psycopg
 import pytest
 
 from cqrskit import Event
-from cqrskit.lease import PgAdvisoryLease
-from cqrskit.postgres import PostgresDatabase
+from cqrskit.backends.postgres import PgAdvisoryLease, PostgresDatabase, PostgresEventStore
 from cqrskit.runner import ProjectionRunner
-from cqrskit.store.postgres import PostgresEventStore
 from tests.integration._projection_child import (
     append_all,
     counters_codec,

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cqrskit import ProjectionError, RecordedEvent, SqlTx, handles
+from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
 from cqrskit.checkpoints import read_position
-from cqrskit.postgres import PostgresDatabase
 from cqrskit.rebuild import rebuild
 from cqrskit.runner import ProjectionRunner, RetryPolicy
-from cqrskit.store.postgres import PostgresEventStore
 from tests.integration._projection_child import (
     Incremented,
     append_all,

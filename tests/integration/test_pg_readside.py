@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cqrskit import RecordedEvent, SqlTx, handles
+from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
+from cqrskit.backends.postgres.connection import PgTx
 from cqrskit.checkpoints import read_position
-from cqrskit.postgres import PgTx, PostgresDatabase
 from cqrskit.rebuild import rebuild
 from cqrskit.runner import ProjectionRunner
-from cqrskit.store.postgres import PostgresEventStore
 from tests.integration._projection_child import (
     Counters,
     Incremented,

@@ -25,10 +25,10 @@ from cqrskit import (
     UniqueViolation,
     handles,
 )
-from cqrskit.migrate import apply, migrations
-from cqrskit.postgres import translate_placeholders
-from cqrskit.store.postgres import PostgresEventStore
-from tests.eventstore_contract import EventStoreContract
+from cqrskit.backends.postgres import PostgresEventStore
+from cqrskit.backends.postgres.connection import translate_placeholders
+from cqrskit.backends.postgres.migrate import apply, migrations
+from tests.contracts.eventstore import EventStoreContract
 
 postgres = pytest.mark.postgres
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.sqlite import SqliteEventStore
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 from tests.integration import _projection_child as child
 from tests.integration._projection_child import (
     append_all,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from cqrskit import runner as runner_module
+from cqrskit.backends.memory import MemoryEventStore
+from cqrskit.backends.sqlite import SqliteDatabase
 from cqrskit.checkpoints import read_rows
 from cqrskit.monitoring import STALE_AFTER, projection_status
 from cqrskit.runner import ProjectionRunner
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.memory import MemoryEventStore
 from tests.integration._projection_child import Counters, counters_codec
 
 

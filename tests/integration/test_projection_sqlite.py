@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 from cqrskit.checkpoints import ensure_table, read_position
 from cqrskit.monitoring import projection_status
 from cqrskit.runner import ProjectionRunner
 from cqrskit.sql import SqlTx
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.sqlite import SqliteEventStore
 from tests.integration import _projection_child as child
 from tests.integration._projection_child import (
     Counters,

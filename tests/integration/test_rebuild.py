@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from cqrskit import ProjectionError, RecordedEvent, SqlTx
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 from cqrskit.checkpoints import ensure_table, read_position
 from cqrskit.monitoring import projection_status
 from cqrskit.projection import handles
 from cqrskit.rebuild import RebuildProgress, rebuild
 from cqrskit.runner import ProjectionRunner
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.sqlite import SqliteEventStore
 from tests.integration._projection_child import (
     Counters,
     Incremented,

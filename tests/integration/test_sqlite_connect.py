@@ -1,4 +1,4 @@
-"""cqrskit.sqlite.connect on a brand-new file: the switch to WAL retries while another
+"""SQLite's ``connect`` on a brand-new file: the switch to WAL retries while another
 connection holds the file locked (SQLite calls no busy handler for that switch)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cqrskit.sqlite import connect
+from cqrskit.backends.sqlite.connection import connect
 
 
 def test_the_wal_switch_waits_for_a_lock_held_elsewhere(tmp_path: Path) -> None:

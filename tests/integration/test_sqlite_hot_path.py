@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from cqrskit import NO_STREAM, ConcurrencyError, StoreClosed
+from cqrskit.backends.sqlite import SqliteEventStore
 from cqrskit.messages import new_id
-from cqrskit.store.sqlite import SqliteEventStore
-from tests.eventstore_contract import Deposited, contract_codec
+from tests.contracts.eventstore import Deposited, contract_codec
 
 
 def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:

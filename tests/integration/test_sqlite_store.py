@@ -31,8 +31,8 @@ from cqrskit import (
     UniqueViolation,
     handles,
 )
-from cqrskit.store.sqlite import SqliteEventStore
-from tests.eventstore_contract import Deposited, EventStoreContract, Renamed, contract_codec
+from cqrskit.backends.sqlite import SqliteEventStore
+from tests.contracts.eventstore import Deposited, EventStoreContract, Renamed, contract_codec
 
 
 class TestSqliteEventStore(EventStoreContract):

@@ -20,7 +20,7 @@ from cqrskit import (
     UnknownEventType,
     UpcastError,
 )
-from cqrskit.store.sqlite import SqliteEventStore
+from cqrskit.backends.sqlite import SqliteEventStore
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "old_events.db"
 

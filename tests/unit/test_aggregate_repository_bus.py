@@ -29,8 +29,8 @@ from cqrskit import (
     retry_on_conflict_middleware,
     timing_middleware,
 )
+from cqrskit.backends.memory import MemoryEventStore
 from cqrskit.bus import Next
-from cqrskit.store.memory import MemoryEventStore
 
 # -- a small domain --------------------------------------------------------------------------
 

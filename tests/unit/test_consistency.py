@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from cqrskit import ConsistencyTimeout, OperationalError
+from cqrskit.backends.memory import MemoryEventStore
+from cqrskit.backends.sqlite import SqliteDatabase
 from cqrskit.checkpoints import ensure_table, write_position
 from cqrskit.consistency import backoff_delays, retry_read, wait_for_position
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.memory import MemoryEventStore
 from tests.integration._projection_child import counters_codec
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from cqrskit import ConfigurationError, ConsistencyTimeout, Projection, RecordedEvent, SqlTx
+from cqrskit.backends.memory import MemoryEventStore
+from cqrskit.backends.sqlite import SqliteDatabase
 from cqrskit.checkpoints import ensure_table, read_position
 from cqrskit.monitoring import projection_status
 from cqrskit.projection import handles
 from cqrskit.runner import ProjectionRunner, RetryPolicy
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.memory import MemoryEventStore
 from tests.integration._projection_child import (
     Counters,
     Incremented,

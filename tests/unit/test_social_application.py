@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cqrskit import CommandBus, ConcurrencyError
+from cqrskit.backends.memory import MemoryEventStore
 from cqrskit.codec import Codec
-from cqrskit.store.memory import MemoryEventStore
 from social.application.commands import (
     CreatePost,
     FollowUser,

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from cqrskit import Codec, Event
-from cqrskit.store.memory import MemoryEventStore
+from cqrskit.backends.memory import MemoryEventStore
 from cqrskit.subscription import subscribe
 
 

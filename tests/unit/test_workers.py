@@ -1,4 +1,4 @@
-"""cqrskit.workers: blocking calls on queue-fed threads, results back on the event loop."""
+"""cqrskit._workers: blocking calls on queue-fed threads, results back on the event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cqrskit import StoreClosed
-from cqrskit.workers import Workers
+from cqrskit._workers import Workers
 
 
 def closed() -> StoreClosed:

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from cqrskit.errors import ConcurrencyError, ConsistencyTimeout, OperationalError
+from cqrskit import ConcurrencyError, ConsistencyTimeout, OperationalError
 
 from ..application.tokens import InvalidToken
 from ..domain import (

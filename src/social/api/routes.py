@@ -9,8 +9,7 @@ from fastapi import APIRouter
 from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
 
-from cqrskit.bus import QueryResult
-from cqrskit.messages import Query
+from cqrskit import Query, QueryResult
 
 from ..application import commands as c
 from ..application import queries as q
@@ -183,19 +182,7 @@ async def health() -> dict[str, str]:
 
 @router.get("/projections", response_model=list[s.ProjectionInfo], tags=["operations"])
 async def projections(container: Services) -> Response:
-    return JSONResponse(
-        [
-            {
-                "name": p.name,
-                "position": p.position,
-                "head": p.head,
-                "lag_events": p.lag_events,
-                "lag_seconds": p.lag_seconds,
-                "state": p.state,
-            }
-            for p in await container.status()
-        ]
-    )
+    return JSONResponse([p.to_dict(s.STATUS_FIELDS) for p in await container.status()])
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "STATUS_FIELDS",
     "FollowItem",
     "FollowPage",
     "Following",
@@ -112,3 +113,7 @@ class ProjectionInfo(BaseModel):
     lag_events: int
     lag_seconds: float
     state: str
+
+
+STATUS_FIELDS = tuple(ProjectionInfo.model_fields)
+"""What ``GET /projections`` and ``social status --json`` show of a ProjectionStatus."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cqrskit.messages import Command
+from cqrskit import Command
 
 from ..domain import KEEP, Keep
 

@@ -9,10 +9,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cqrskit.errors import ConcurrencyError, UniqueViolation
-from cqrskit.messages import new_id
-from cqrskit.repository import Repository
-from cqrskit.store.base import EventStore
+from cqrskit import ConcurrencyError, EventStore, Repository, UniqueViolation, new_id
 
 from ..domain import (
     EmailAlreadyRegistered,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cqrskit.messages import RecordedEvent
-from cqrskit.projection import Projection, handles
-from cqrskit.sql import SqlTx
+from cqrskit import Projection, RecordedEvent, SqlTx, handles
 
 from ..domain import PostCreated, UserFollowed, UserProfileUpdated, UserRegistered, UserUnfollowed
 

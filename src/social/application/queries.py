@@ -8,7 +8,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from cqrskit.messages import Query
+from cqrskit import Query
 
 from ..domain import InvalidValue
 

@@ -7,9 +7,10 @@ this process runs them). Importing this module opens nothing.
 
 Scale-out on PostgreSQL: any number of ``serve`` and ``worker`` processes may run the
 projections against the same databases. Each runner then holds a lease per projection
-(:class:`cqrskit.lease.PgAdvisoryLease`, a session advisory lock in the read database): one
-process applies a projection, the others stand by, and when the holder dies its session
-ends, the lock frees itself and a standby takes over within about one ``lease_interval``.
+(:class:`cqrskit.backends.postgres.PgAdvisoryLease`, a session advisory lock in the read
+database): one process applies a projection, the others stand by, and when the holder dies
+its session ends, the lock frees itself and a standby takes over within about one
+``lease_interval``.
 On SQLite there is no lease: one machine, and the checkpoint compare of each batch already
 keeps a second runner from applying anything twice.
 """
@@ -20,24 +21,26 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cqrskit.bus import (
+from cqrskit import (
+    Codec,
     CommandBus,
+    ConfigurationError,
+    ConsistencyTimeout,
+    EventStore,
+    Lease,
+    PersistenceError,
+    Projection,
+    ProjectionRunner,
+    ProjectionStatus,
     QueryBus,
+    ReadDatabase,
+    create_read_models,
     logging_middleware,
+    projection_status,
     retry_on_conflict_middleware,
     timing_middleware,
 )
-from cqrskit.checkpoints import ensure_table
-from cqrskit.codec import Codec
-from cqrskit.errors import ConfigurationError, ConsistencyTimeout, PersistenceError
-from cqrskit.monitoring import ProjectionStatus, projection_status
-from cqrskit.projection import Projection
-from cqrskit.readside import ReadDatabase
-from cqrskit.runner import Lease, ProjectionRunner
-from cqrskit.sql import SqlTx
-from cqrskit.sqlite import SqliteDatabase
-from cqrskit.store.base import EventStore
-from cqrskit.store.sqlite import SqliteEventStore
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 
 from ..application.commands import (
     CreatePost,
@@ -116,14 +119,7 @@ class Container:
         so that its reads answer 404 or an empty page, not an error, before any worker has
         run.
         """
-        projections = self.projections
-
-        def create(tx: SqlTx) -> None:
-            ensure_table(tx)
-            for projection in projections:
-                projection.create_schema(tx)
-
-        await self.db.write_schema(create)
+        await create_read_models(self.db, self.projections)
 
     async def start_projections(self) -> None:
         await self.prepare_read_side()
@@ -179,8 +175,7 @@ async def open_backends(
         if not (settings.write_url and settings.read_url):
             raise ConfigurationError("give both --write-url and --read-url, or neither")
         try:
-            from cqrskit.postgres import PostgresDatabase
-            from cqrskit.store.postgres import PostgresEventStore
+            from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
         except ImportError as exc:
             raise ConfigurationError(
                 f"the PostgreSQL backend is not available in this installation: {exc}"
@@ -264,6 +259,6 @@ def _lease_for(settings: Settings) -> ClosableLease | None:
     """
     if not settings.read_url:
         return None
-    from cqrskit.lease import PgAdvisoryLease
+    from cqrskit.backends.postgres import PgAdvisoryLease
 
     return PgAdvisoryLease(settings.read_url)

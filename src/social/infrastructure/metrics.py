@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from cqrskit.monitoring import ProjectionStatus
+from cqrskit import ProjectionStatus
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

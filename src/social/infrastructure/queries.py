@@ -7,11 +7,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from cqrskit.bus import QueryResult
-from cqrskit.checkpoints import read_position
-from cqrskit.readside import ReadDatabase
-from cqrskit.sql import Row, SqlTx
-from cqrskit.store.base import EventStore
+from cqrskit import EventStore, QueryResult, ReadDatabase, Row, SqlTx, read_position
 
 from ..application.projections import Follows, Posts, UserProfiles
 from ..application.queries import (

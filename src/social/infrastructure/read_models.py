@@ -6,7 +6,7 @@ statements with the projection's checkpoint, so none of them needs to be idempot
 
 from __future__ import annotations
 
-from cqrskit.sql import SqlTx
+from cqrskit import SqlTx
 
 __all__ = ["SqlFollowRows", "SqlPostRows", "SqlProfileRows"]
 

@@ -8,9 +8,7 @@ authentication.
 
 from __future__ import annotations
 
-from cqrskit.messages import RecordedEvent
-from cqrskit.projection import Projection, handles
-from cqrskit.sql import SqlTx
+from cqrskit import Projection, RecordedEvent, SqlTx, handles
 
 from ..domain import UserRegistered
 from ..domain.values import email_key

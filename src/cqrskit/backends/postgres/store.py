@@ -1,13 +1,13 @@
 """The event store on PostgreSQL: concurrent writers, gap-free readers, no table lock.
 
 **Concurrency.** Each append is one short transaction on a pooled connection, run in a
-worker thread (see :mod:`cqrskit.postgres` for why sync psycopg in threads); without
-inline projections it is ONE statement in autocommit (version check, allocation and
-insert: one round trip, see ``_APPEND``). Appends do
-not wait for each other: PostgreSQL's group commit batches the WAL flushes of concurrent
-commits. Appends to one stream are checked with the ``UNIQUE (stream_id, stream_version)``
-constraint: the loser of a race waits for the winner's commit, then fails and is reported
-as :class:`~cqrskit.errors.ConcurrencyError` (or retried, for ``expected_version=ANY``).
+worker thread (:mod:`.connection` says why sync psycopg in threads); without inline
+projections it is ONE statement in autocommit (version check, allocation and insert: one
+round trip, see :mod:`._append`). Appends do not wait for each other: PostgreSQL's group
+commit batches the WAL flushes of concurrent commits. Appends to one stream are checked
+with the ``UNIQUE (stream_id, stream_version)`` constraint: the loser of a race waits for
+the winner's commit, then fails and is reported as
+:class:`~cqrskit.errors.ConcurrencyError` (or retried, for ``expected_version=ANY``).
 
 **The gap problem.** Positions come from a sequence, taken at INSERT time; transactions
 commit in another order than they took their positions. A reader that keeps a checkpoint
@@ -67,48 +67,39 @@ without a look (the waiter's next read is that look); any other wake is checked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 
-from ..codec import Codec
-from ..errors import (
-    ConcurrencyError,
-    IntegrityError,
-    PersistenceError,
+from ..._waiters import Waiters
+from ...codec import Codec
+from ...errors import (
     StoreClosed,
-    UniqueViolation,
 )
-from ..messages import Event, Metadata, RecordedEvent, new_id
-from ..migrate import LOCK_KEY, apply_on
-from ..postgres import PgPool, PgTx, translate_errors
-from ..projection import Projection
-from ..sql import SqlTx
-from .base import (
+from ...eventstore import (
     ANY,
-    NO_STREAM,
     AppendResult,
     EventStore,
     ExpectedVersion,
     InlineHandler,
     Snapshot,
 )
+from ...messages import Event, Metadata, RecordedEvent
+from ...projection import Projection
+from ...sql import SqlTx
+from ._append import Appender
+from ._notify import Listener, Notifier
+from .connection import PgPool, PgTx
+from .migrate import LOCK_KEY, apply_on
 
-__all__ = ["CHANNEL", "PostgresEventStore"]
+__all__ = ["PostgresEventStore"]
 
 T = TypeVar("T")
 
-CHANNEL = "cqrskit_events"
-"""The LISTEN/NOTIFY channel appends are announced on (a hint: reads are the truth)."""
-
-_STREAM_KEY = "cqrskit_events_stream_version_key"
 _RECHECK = 0.002
 """After a wake whose event was not visible yet: first pause before looking again."""
-_ANY_RETRIES = 50
 
 _COLUMNS = (
     "position, stream_id, stream_version, event_id::text, type, schema_version, payload,"
@@ -127,33 +118,10 @@ _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM cqrskit_events WHERE stream_id = %s AND stream_version > %s"
     " ORDER BY stream_version"
 )
-_VERSION = "SELECT coalesce(max(stream_version), 0) FROM cqrskit_events WHERE stream_id = %s"
-# One statement checks the expected version, allocates positions and inserts: without
-# inline projections it is the whole transaction (autocommit, one round trip). ``ok`` is
-# empty when the stream is not at the wanted version (NULL: any version), and then
-# nothing is allocated nor inserted. The allocation runs (and releases its lock) when the
-# MATERIALIZED CTE is first read, before the first row is inserted: a wait on the
-# stream-version unique index happens outside the critical section.
-_APPEND = """
-WITH cur AS MATERIALIZED (
-    SELECT coalesce(max(stream_version), 0) AS v FROM cqrskit_events WHERE stream_id = %(stream)s
-), ok AS MATERIALIZED (
-    SELECT v FROM cur WHERE %(wanted)s::integer IS NULL OR v = %(wanted)s::integer
-), alloc AS MATERIALIZED (
-    SELECT ok.v, cqrskit_allocate_positions(%(n)s) AS first FROM ok
-)
-INSERT INTO cqrskit_events
-    (position, stream_id, stream_version, event_id, type, schema_version, payload, metadata)
-SELECT alloc.first + u.n - 1, %(stream)s, alloc.v + u.n, u.event_id, u.type,
-       u.schema_version, u.payload, %(meta)s
-FROM alloc, unnest(%(ids)s::uuid[], %(types)s::text[], %(schemas)s::int[], %(payloads)s::bytea[])
-     WITH ORDINALITY AS u(event_id, type, schema_version, payload, n)
-RETURNING position, stream_version, extract(epoch FROM recorded_at)::float8
-"""
 
 
 class PostgresEventStore(EventStore):
-    """:class:`~cqrskit.store.base.EventStore` on PostgreSQL (see the module docstring).
+    """:class:`~cqrskit.EventStore` on PostgreSQL (see the module docstring).
 
     Migrations are applied when the store opens (lazily at first use, or by
     :meth:`open`/:meth:`ready`). ``inline`` projections run inside each append's
@@ -181,14 +149,15 @@ class PostgresEventStore(EventStore):
         self._pool = PgPool(
             url, min_size=pool_min, max_size=pool_max, name="cqrskit-events", on_open=self._setup
         )
+        self._appender = Appender(self._pool, self._inline_handlers)
         self._closed = False
         self._lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters = Waiters()
         self._known = 0
         """The highest position known to be committed: by an append of this process, or
         named by a notification. It may not be readable yet (see the module docstring)."""
-        self._notifier = _Notifier(url)
-        self._listener: _Listener | None = None
+        self._notifier = Notifier(url)
+        self._listener: Listener | None = None
 
     @classmethod
     async def open(
@@ -248,95 +217,11 @@ class PostgresEventStore(EventStore):
         encoded, meta = self._encode(events, metadata)
         events = tuple(events)
         result = await self._run(
-            lambda: self._append_sync(stream_id, expected_version, encoded, meta, events)
+            lambda: self._appender.append(stream_id, expected_version, encoded, meta, events)
         )
         self._committed(result.position)
         self._notifier.poke(result.position)
         return result
-
-    def _append_sync(
-        self,
-        stream_id: str,
-        expected: ExpectedVersion,
-        encoded: list[tuple[str, int, bytes]],
-        meta: bytes,
-        events: Sequence[Event],
-    ) -> AppendResult:
-        wanted: int | None = None  # ANY
-        if isinstance(expected, int):
-            wanted = expected
-        elif expected is NO_STREAM:
-            wanted = 0
-        for attempt in range(_ANY_RETRIES + 1):
-            try:
-                rows = self._try_append(stream_id, wanted, encoded, meta, events)
-            except UniqueViolation as exc:
-                if exc.constraint != _STREAM_KEY:
-                    raise
-                # A concurrent append took the version we computed and committed first.
-                if expected is ANY and attempt < _ANY_RETRIES:
-                    continue
-                rows = []
-            if rows:
-                last = rows[-1]
-                return AppendResult(int(last[0]), int(last[1]))
-            actual = int(self._scalar(_VERSION, (stream_id,)))
-            if actual != wanted or attempt == _ANY_RETRIES:
-                raise ConcurrencyError(stream_id, expected, actual)
-            # The stream moved to the wanted version after our statement's snapshot
-            # (a concurrent append committed in between): look again.
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _try_append(
-        self,
-        stream_id: str,
-        wanted: int | None,
-        encoded: list[tuple[str, int, bytes]],
-        meta: bytes,
-        events: Sequence[Event],
-    ) -> list[tuple[Any, ...]]:
-        """The appended rows in version order; none when the stream is not at ``wanted``."""
-        ids = [new_id() for _ in encoded]
-        params = _append_params(stream_id, wanted, ids, encoded, meta)
-        with self._pool.connection() as conn:
-            try:
-                if not self._inline_handlers:
-                    # Autocommit: the statement is the transaction (one round trip).
-                    return sorted(conn.execute(_APPEND, params).fetchall(), key=_by_version)
-                with conn.transaction():
-                    rows = sorted(conn.execute(_APPEND, params).fetchall(), key=_by_version)
-                    if rows:
-                        self._run_inline(conn, stream_id, ids, encoded, meta, rows, events)
-                    return rows
-            except (psycopg.errors.IntegrityError, IntegrityError):
-                # A conflict (the stream's version taken, an inline handler's constraint)
-                # comes after the allocation returned, its lock released: no round trip.
-                raise
-            except BaseException:
-                _release_allocation_lock(conn)
-                raise
-
-    def _run_inline(
-        self,
-        conn: psycopg.Connection[Any],
-        stream_id: str,
-        ids: list[str],
-        encoded: list[tuple[str, int, bytes]],
-        meta: bytes,
-        rows: list[tuple[Any, ...]],
-        events: Sequence[Event],
-    ) -> None:
-        records = [
-            RecordedEvent(
-                int(position), stream_id, int(version), event_id, name, schema, payload, meta, at
-            )
-            for (position, version, at), event_id, (name, schema, payload) in zip(
-                rows, ids, encoded, strict=True
-            )
-        ]
-        tx = PgTx(conn)
-        for handler in self._inline_handlers:
-            handler(tx, records, events)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         def save() -> None:
@@ -344,7 +229,8 @@ class PostgresEventStore(EventStore):
                 conn.execute(
                     "INSERT INTO cqrskit_snapshots (stream_id, version, state)"
                     " VALUES (%s, %s, %s) ON CONFLICT (stream_id) DO UPDATE"
-                    " SET version = excluded.version, state = excluded.state",
+                    " SET version = excluded.version, state = excluded.state"
+                    " WHERE excluded.version >= cqrskit_snapshots.version",
                     (snapshot.stream_id, snapshot.version, snapshot.state),
                 )
 
@@ -386,7 +272,7 @@ class PostgresEventStore(EventStore):
         return 0 if head is None else int(head)
 
     async def stream_version(self, stream_id: str) -> int:
-        return int(await self._run(lambda: self._scalar(_VERSION, (stream_id,))))
+        return await self._run(lambda: self._appender.stream_version(stream_id))
 
     async def lag_events(self, checkpoint: int, head: int) -> int:
         """A count, not a subtraction: rolled-back appends leave holes in the positions."""
@@ -420,9 +306,7 @@ class PostgresEventStore(EventStore):
         soon: float | None = _RECHECK if self._known > after_position else None
         while True:
             # Registered before the check: a commit between the check and the wait wakes us.
-            waiter = loop.create_future()
-            with self._lock:
-                self._waiters.append((loop, waiter))
+            waiter = self._waiters.add()
             try:
                 known = self._known  # before the look: a later commit is news
                 if (await self._run(lambda: self._fetch(_ANY_AFTER, (after_position,))))[0][0]:
@@ -448,15 +332,13 @@ class PostgresEventStore(EventStore):
                     soon = _RECHECK
                 self._check_open()
             finally:
-                with self._lock:
-                    if (loop, waiter) in self._waiters:
-                        self._waiters.remove((loop, waiter))
+                self._waiters.discard(waiter)
 
     def _committed(self, position: int | None) -> None:
         """A commit up to ``position`` (None: unknown) happened: wake the waiters."""
         if position is not None and position > self._known:
             self._known = position  # a single store under the GIL: no lost update matters
-        self._wake_waiters()
+        self._waiters.wake()
 
     def _on_notification(self, payload: str, pid: int) -> None:
         if pid == self._notifier.backend_pid:
@@ -467,17 +349,10 @@ class PostgresEventStore(EventStore):
             position = None  # a hint without a position (or from an older version)
         self._committed(position)
 
-    def _wake_waiters(self) -> None:
-        with self._lock:
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, future)
-
     def _start_listener(self) -> None:
         with self._lock:
             if self._listener is None:
-                self._listener = _Listener(self.url, self._on_notification)
+                self._listener = Listener(self.url, self._on_notification)
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -489,150 +364,12 @@ class PostgresEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
-        self._wake_waiters()
+        self._waiters.wake()
         await self._pool.close()
         listener = self._listener
         await asyncio.get_running_loop().run_in_executor(None, self._stop_threads, listener)
 
-    def _stop_threads(self, listener: _Listener | None) -> None:
+    def _stop_threads(self, listener: Listener | None) -> None:
         self._notifier.stop()
         if listener is not None:
             listener.stop()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _append_params(
-    stream_id: str,
-    wanted: int | None,
-    ids: list[str],
-    encoded: list[tuple[str, int, bytes]],
-    meta: bytes,
-) -> dict[str, Any]:
-    """The parameters of ``_APPEND``."""
-    return {
-        "n": len(encoded),
-        "stream": stream_id,
-        "wanted": wanted,
-        "meta": meta,
-        "ids": ids,
-        "types": [name for name, _, _ in encoded],
-        "schemas": [version for _, version, _ in encoded],
-        "payloads": [payload for _, _, payload in encoded],
-    }
-
-
-def _by_version(row: tuple[Any, ...]) -> int:
-    return int(row[1])
-
-
-def _release_allocation_lock(conn: psycopg.Connection[Any]) -> None:
-    """After a failed INSERT: make sure the session does not keep the allocation lock.
-
-    The allocation function releases it before returning; only an error (or a cancel)
-    inside it could leave it held, and a pooled session holding it would stop every
-    writer. Session advisory locks survive ROLLBACK, hence this explicit release.
-    """
-    if conn.closed:
-        return  # the session is gone, and its locks with it
-    try:
-        conn.execute("SELECT pg_advisory_unlock_all()")
-    except psycopg.Error:
-        conn.close()  # cannot tell: drop the session, which releases its locks
-
-
-class _Notifier:
-    """Sends ``pg_notify(CHANNEL, position)`` after commits, one per burst, from its own
-    connection; the payload is the highest position committed in the burst."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._latest = 0
-        self.backend_pid: int | None = None
-        """The server process of the notifying connection (notifications carry it)."""
-        self._pending = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def poke(self, position: int) -> None:
-        if position > self._latest:
-            self._latest = position
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None and not self._stopping:
-                    self._thread = threading.Thread(
-                        target=self._main, name="cqrskit-notify", daemon=True
-                    )
-                    self._thread.start()
-        self._pending.set()
-
-    def _main(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        while True:
-            self._pending.wait()
-            if self._stopping:
-                break
-            self._pending.clear()
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self._url, autocommit=True)
-                    self.backend_pid = conn.info.backend_pid
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(self._latest)))
-            except psycopg.Error:
-                # Subscribers fall back to polling; retry the connection at the next commit.
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def stop(self) -> None:
-        with self._start_lock:
-            self._stopping = True
-        self._pending.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-class _Listener:
-    """LISTENs on a dedicated connection and calls ``wake`` with each notification's
-    payload and sender's server pid (``("", 0)`` after a reconnection: notifications may
-    have been lost meanwhile)."""
-
-    def __init__(self, url: str, wake: Callable[[str, int], None]) -> None:
-        self._url = url
-        self._wake = wake
-        self._stop_channel = f"cqrskit_stop_{uuid.uuid4().hex}"
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="cqrskit-listen", daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    conn.execute(f"LISTEN {self._stop_channel}")
-                    self._wake("", 0)  # notifications sent while we were not listening are lost
-                    while not self._stopping.is_set():
-                        for notification in conn.notifies(timeout=5.0):
-                            if self._stopping.is_set():
-                                return
-                            self._wake(notification.payload, notification.pid)
-            except psycopg.Error:
-                self._stopping.wait(1.0)  # server away: subscribers poll meanwhile
-
-    def stop(self) -> None:
-        self._stopping.set()
-        # If this fails the listener still exits, at its next notifies() timeout.
-        with (
-            contextlib.suppress(PersistenceError),
-            translate_errors(),
-            psycopg.connect(self._url, autocommit=True) as conn,
-        ):
-            conn.execute(f"NOTIFY {self._stop_channel}")
-        self._thread.join()

@@ -1,4 +1,4 @@
-"""Versioned PostgreSQL migrations: ``cqrskit/migrations/NNNN_name.sql``, applied in order.
+"""Versioned PostgreSQL migrations: ``migrations/NNNN_name.sql`` beside this module, in order.
 
 Applied versions are recorded in ``cqrskit_migrations`` (with a checksum of the file). All
 pending migrations are applied in ONE transaction that first takes a transaction-level
@@ -6,7 +6,7 @@ advisory lock: processes starting together queue on the lock, and the second one
 the work done. A database holding a version this code does not know, or a migration
 whose file changed after it was applied, raises :class:`~cqrskit.errors.SchemaError`.
 
-Run ``python -m cqrskit.migrate postgresql://...`` to apply them by hand.
+Run ``python -m cqrskit.backends.postgres.migrate postgresql://...`` to apply them by hand.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import psycopg
 
-from .errors import SchemaError
-from .postgres import translate_errors
+from ...errors import SchemaError
+from .connection import translate_errors
 
 __all__ = ["LOCK_KEY", "Migration", "apply", "apply_on", "migrations"]
 
@@ -43,7 +43,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """The migrations shipped with this code, in version order."""
     found: list[Migration] = []
-    for entry in resources.files("cqrskit").joinpath("migrations").iterdir():
+    for entry in resources.files("cqrskit.backends.postgres").joinpath("migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
@@ -55,10 +55,13 @@ def migrations() -> list[Migration]:
 
 
 def apply_on(conn: psycopg.Connection[Any]) -> list[str]:
-    """Apply the pending migrations on an autocommit connection; returns their file names."""
+    """Apply the pending migrations on an autocommit connection; returns their file names.
+
+    psycopg errors propagate as they are: the caller's connection boundary converts them
+    (:func:`apply`, or the store's pool when it opens)."""
     known = migrations()
     applied_now: list[str] = []
-    with translate_errors(), conn.transaction():
+    with conn.transaction():
         # Held until COMMIT: concurrent starters apply migrations one after the other.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         conn.execute(
@@ -101,7 +104,7 @@ def apply(url: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cqrskit.migrate POSTGRES_URL", file=sys.stderr)
+        print("usage: python -m cqrskit.backends.postgres.migrate POSTGRES_URL", file=sys.stderr)
         return 2
     applied = apply(args[0])
     print("\n".join(applied) if applied else "up to date")

@@ -1,4 +1,4 @@
-"""PostgreSQL plumbing shared by the event store, the read side and the lease.
+"""PostgreSQL connections: the pool driven from asyncio, the SqlTx adapter, placeholders, errors.
 
 Why synchronous psycopg in threads rather than async psycopg: handlers (inline
 projections, read-model projections, ``query(fn)``) are *synchronous* functions taking a
@@ -26,32 +26,25 @@ import asyncio
 import contextlib
 import functools
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-from psycopg import sql as pgsql
 
-from .errors import (
-    ConfigurationError,
+from ..._workers import Workers
+from ...errors import (
     IntegrityError,
     OperationalError,
     PersistenceError,
     StoreClosed,
     UniqueViolation,
 )
-from .projection import Projection
-from .readside import RebuildTarget
-from .sql import Row, SqlTx
-from .workers import Workers
+from ...sql import Row
 
 __all__ = [
     "PgPool",
-    "PgRebuildTarget",
     "PgTx",
-    "PostgresDatabase",
     "convert_error",
     "translate_errors",
     "translate_placeholders",
@@ -285,7 +278,8 @@ class PgPool:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection for this thread; errors come out converted."""
+        """A pooled connection for this thread. The backend's connection boundary: psycopg
+        errors raised in the block (and in getting the connection) come out converted."""
         self.ensure_open()
         with translate_errors(), self._pool.connection() as conn:
             yield conn
@@ -294,7 +288,7 @@ class PgPool:
         """``fn`` in one transaction. With ``pipeline`` its statements are sent without
         waiting for each answer (psycopg pipeline mode: one round trip per sync instead of
         one per statement); ``execute`` then returns -1 for the row count."""
-        with self.connection() as conn, translate_errors():
+        with self.connection() as conn:
             if not pipeline:
                 with conn.transaction():
                     return fn(PgTx(conn))
@@ -305,11 +299,7 @@ class PgPool:
 
     def read_sync(self, fn: Callable[[PgTx], T]) -> T:
         """``fn`` in a read-only transaction (one consistent snapshot), always rolled back."""
-        with (
-            self.connection() as conn,
-            translate_errors(),
-            conn.transaction(force_rollback=True),
-        ):
+        with self.connection() as conn, conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             return fn(PgTx(conn))
 
@@ -328,173 +318,3 @@ class PgPool:
     def _shutdown(self) -> None:
         self._workers.shutdown()
         self._pool.close()
-
-
-SCHEMA_LOCK = 0x637172736B736368  # "cqrsksch"
-"""The transaction advisory lock that read-side schema changes take (``write_schema``)."""
-
-
-class PostgresDatabase:
-    """A PostgreSQL database used from asyncio (the read side): same shape as
-    :class:`cqrskit.sqlite.SqliteDatabase`, and a :class:`~cqrskit.readside.ReadDatabase`.
-
-    ``write(fn)`` runs ``fn(tx)`` in a READ COMMITTED read-write transaction; ``read(fn)``
-    in a ``REPEATABLE READ READ ONLY`` one (one consistent snapshot). Any exception rolls
-    back; psycopg errors come out converted. The read database may be another database,
-    or another server, than the event store's.
-
-    Exactly-once on PostgreSQL: a projection batch must lock its checkpoint row before it
-    compares it (:func:`cqrskit.checkpoints.lock_position`), so that a second runner's batch
-    waits, then sees the moved checkpoint and discards itself.
-    """
-
-    def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = 8) -> None:
-        self.url = url
-        self._pool = PgPool(url, min_size=pool_min, max_size=pool_max, name="cqrskit-read")
-
-    def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
-        return self._pool.write_sync(fn, pipeline)
-
-    def read_sync(self, fn: Callable[[PgTx], T]) -> T:
-        return self._pool.read_sync(fn)
-
-    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
-        """A pooled autocommit connection (blocking; errors come out converted)."""
-        return self._pool.connection()
-
-    async def write(self, fn: Callable[[PgTx], T], *, pipeline: bool = False) -> T:
-        return await self._pool.run(lambda: self._pool.write_sync(fn, pipeline))
-
-    async def write_schema(self, fn: Callable[[PgTx], T]) -> T:
-        """See :meth:`cqrskit.readside.ReadDatabase.write_schema`: under a transaction
-        advisory lock of this database (``SCHEMA_LOCK``)."""
-
-        def locked(tx: PgTx) -> T:
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
-            return fn(tx)
-
-        return await self.write(locked)
-
-    async def read(self, fn: Callable[[PgTx], T]) -> T:
-        return await self._pool.run(lambda: self._pool.read_sync(fn))
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run a blocking function on this database's threads."""
-        return await self._pool.run(fn)
-
-    async def open_rebuild(self, projection: Projection) -> RebuildTarget:
-        """A fresh schema where ``projection``'s tables are rebuilt under their plain names;
-        its swap moves them into the live schema in one transaction (see
-        :class:`PgRebuildTarget`)."""
-        target = PgRebuildTarget(self, projection)
-        await self._pool.run(target.create)
-        return target
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-
-class PgRebuildTarget:
-    """:class:`~cqrskit.readside.RebuildTarget` in a fresh schema of the live database.
-
-    ``write`` runs with ``SET LOCAL search_path TO <fresh schema>, <live schema>``: the
-    projection's unqualified SQL creates and fills its tables in the fresh schema (and still
-    finds other tables in the live one). ``swap``, in ONE transaction: lock the checkpoint
-    row (live batches lock it first too, so they wait, and no deadlock is possible), let
-    ``decide`` compare and move it, then ``DROP`` each live table and ``ALTER TABLE ... SET
-    SCHEMA`` the fresh one (indexes, constraints and owned sequences move with it) into the
-    live schema. The catalog change commits atomically: every API process, every
-    connection, sees the old tables and checkpoint or the new ones.
-
-    A caveat of DDL under MVCC: a REPEATABLE READ transaction that took its snapshot before
-    the swap and first touches the table after it reads the new table through its old
-    snapshot. Query handlers keep that harmless by reading the checkpoint *after* their
-    rows (the reported position is then never ahead of the rows).
-    """
-
-    def __init__(self, live: PostgresDatabase, projection: Projection) -> None:
-        if not projection.tables:
-            raise ConfigurationError(
-                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
-            )
-        self._live = live
-        self._name = projection.name
-        self._tables = projection.tables
-        self.schema = f"cqrskit_rebuild_{uuid.uuid4().hex[:12]}"
-        self._live_schema = "public"
-        self._discarded = False
-
-    def create(self) -> None:
-        with self._live.connection() as conn, translate_errors():
-            row = conn.execute("SELECT current_schema()").fetchone()
-            self._live_schema = str(row[0]) if row and row[0] else "public"
-            conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
-
-    def _write_sync(self, fn: Callable[[SqlTx], T], pipeline: bool) -> T:
-        search_path = pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
-            pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
-        )
-        with self._live.connection() as conn, translate_errors():
-            if not pipeline:
-                with conn.transaction():
-                    conn.execute(search_path)
-                    return fn(PgTx(conn))
-            with conn.pipeline() as pipe, conn.transaction():  # see PgPool.write_sync
-                conn.execute(search_path)
-                return fn(PgTx(conn, pipe))
-
-    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
-        return await self._live.run(lambda: self._write_sync(fn, pipeline))
-
-    def _swap_sync(self, decide: Callable[[SqlTx], bool]) -> bool:
-        from .checkpoints import lock_position
-
-        live, fresh = pgsql.Identifier(self._live_schema), pgsql.Identifier(self.schema)
-        with self._live.connection() as conn, translate_errors(), conn.transaction():
-            tx = PgTx(conn)
-            # Taken first, as live batches do: no batch commits between decide's compare
-            # and the replacement, and the two orders of locking cannot deadlock.
-            lock_position(tx, self._name)
-            if not decide(tx):
-                raise _KeepFresh  # rolls back; the fresh tables stay
-            for table in self._tables:
-                name = pgsql.Identifier(table)
-                found = conn.execute(
-                    "SELECT to_regclass(%s)", (f'"{self.schema}"."{table}"',)
-                ).fetchone()
-                if found is None or found[0] is None:
-                    raise ConfigurationError(
-                        f"table {table!r} is declared by projection {self._name!r} but its"
-                        " schema did not create it"
-                    )
-                conn.execute(pgsql.SQL("DROP TABLE IF EXISTS {}.{}").format(live, name))
-                conn.execute(pgsql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(fresh, name, live))
-        return True
-
-    async def swap(self, decide: Callable[[SqlTx], bool]) -> bool:
-        def run() -> bool:
-            try:
-                return self._swap_sync(decide)
-            except _KeepFresh:
-                return False
-
-        return await self._live.run(run)
-
-    async def discard(self) -> None:
-        if self._discarded:
-            return
-        self._discarded = True
-
-        def drop() -> None:
-            with self._live.connection() as conn, translate_errors():
-                conn.execute(
-                    pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                        pgsql.Identifier(self.schema)
-                    )
-                )
-
-        await self._live.run(drop)
-
-
-class _KeepFresh(Exception):
-    """decide() said no: roll the swap back, keep the fresh tables."""

@@ -39,17 +39,26 @@ class Workers:
     caller (a rebuild, one projection runner, one client) so keeps to one thread, and to
     what that thread holds: its database connection and page cache, its malloc arena.
 
-    Calls run in submission order as threads free up. ``shutdown()`` lets the calls
+    ``translate`` turns an exception a call raised into the one its caller sees: a
+    backend converts its driver's errors here, once, at the boundary every blocking call
+    of its crosses. Calls run in submission order as threads free up. ``shutdown()`` lets the calls
     already queued finish, then stops the threads; a call made after it raises
     ``closed_error()`` (a fresh exception per caller).
     """
 
-    def __init__(self, size: int, name: str, closed_error: Callable[[], BaseException]) -> None:
+    def __init__(
+        self,
+        size: int,
+        name: str,
+        closed_error: Callable[[], BaseException],
+        translate: Callable[[Exception], Exception] | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self._size = size
         self._name = name
         self._closed_error = closed_error
+        self._translate = translate
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -84,7 +93,8 @@ class Workers:
             try:
                 outcome, failed = fn(*args), False
             except Exception as exc:
-                outcome, failed = exc, True
+                translate = self._translate
+                outcome, failed = (exc if translate is None else translate(exc)), True
             # Free before the caller hears back, so that the call it makes next (a
             # sequential caller's) finds this thread instead of starting another.
             with self._lock:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..codec import Codec
-from ..messages import Event, Metadata, RecordedEvent
-from ..sql import SqlTx
+from .codec import Codec
+from .messages import Event, Metadata, RecordedEvent
+from .sql import SqlTx
 
 __all__ = [
     "ANY",
@@ -69,7 +69,7 @@ whole: nothing of it is stored, and neighbours in the same group commit are unaf
 
 def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
     """Raise :class:`ConcurrencyError` when ``actual`` does not satisfy ``expected``."""
-    from ..errors import ConcurrencyError
+    from .errors import ConcurrencyError
 
     if expected is ANY:
         return

@@ -71,7 +71,7 @@ def contract_codec() -> Codec:
 
 
 class EventStoreContract(ABC):
-    """Behaviour every :class:`~cqrskit.store.base.EventStore` must have."""
+    """Behaviour every :class:`~cqrskit.eventstore.EventStore` must have."""
 
     @abstractmethod
     async def make_store(self, codec: Codec) -> EventStore:

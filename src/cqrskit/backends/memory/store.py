@@ -1,0 +1,173 @@
+"""In-memory event store: the contract without durability, for unit tests and examples.
+
+The log is a Python list. ``inline`` projections keep their write-model tables in an
+in-memory SQLite database (a :class:`~cqrskit.backends.memory.MemoryDatabase`, tables
+created at construction): each append then runs on that database's thread, its handlers
+inside one transaction, and if one raises the append fails whole (nothing of it is stored,
+the log untouched). ``query`` reads that database in one read transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ...codec import Codec
+from ...errors import StoreClosed
+from ...eventstore import ANY, AppendResult, EventStore, ExpectedVersion, Snapshot, check_expected
+from ...messages import Event, Metadata, RecordedEvent, new_id
+from ...projection import Projection
+from ...sql import SqlTx
+from .database import MemoryDatabase
+
+__all__ = ["MemoryEventStore"]
+
+T = TypeVar("T")
+
+
+class MemoryEventStore(EventStore):
+    """:class:`~cqrskit.EventStore` in memory (see the module docstring). ``inline``
+    projections run as on :class:`~cqrskit.backends.sqlite.SqliteEventStore`."""
+
+    def __init__(self, codec: Codec, *, inline: Sequence[Projection] = ()) -> None:
+        self.codec = codec
+        self._log: list[RecordedEvent] = []
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
+        """Appends with inline handlers change the log on the write model's thread."""
+        self._appended = asyncio.Event()
+        self._closed = False
+        self._db = MemoryDatabase()
+        self._inline = tuple(p.as_inline_handler(codec) for p in inline)
+        if inline:
+
+            def create(tx: SqlTx) -> None:
+                for projection in inline:
+                    projection.create_schema(tx)
+
+            self._db.write_sync(create)
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        expected_version: ExpectedVersion = ANY,
+        metadata: Metadata | None = None,
+    ) -> AppendResult:
+        self._check_open()
+        encoded, meta = self._encode(events, metadata)
+        append = functools.partial(
+            self._append_sync, stream_id, expected_version, encoded, meta, tuple(events)
+        )
+        if not self._inline:
+            # On the loop, without awaiting: appends never interleave.
+            return append(self._wake)
+        # On the write model's one thread: appends take turns there. Waiters are woken
+        # before the caller hears back (the loop runs its callbacks in order).
+        loop = asyncio.get_running_loop()
+        return await self._db.run(lambda: append(lambda: loop.call_soon_threadsafe(self._wake)))
+
+    def _append_sync(
+        self,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        encoded: list[tuple[str, int, bytes]],
+        meta: bytes,
+        events: Sequence[Event],
+        wake: Callable[[], object],
+    ) -> AppendResult:
+        stream = self._streams.get(stream_id, [])
+        check_expected(stream_id, expected_version, len(stream))
+        now = time.time()
+        head = len(self._log)
+        records = [
+            RecordedEvent(
+                position=head + i + 1,
+                stream_id=stream_id,
+                stream_version=len(stream) + i + 1,
+                event_id=new_id(),
+                type=name,
+                schema_version=version,
+                payload=payload,
+                metadata=meta,
+                recorded_at=now,
+            )
+            for i, (name, version, payload) in enumerate(encoded)
+        ]
+        if self._inline:
+            self._db.write_sync(lambda tx: self._run_inline(tx, records, events))
+        with self._lock:
+            self._log.extend(records)
+            self._streams[stream_id] = stream + records
+        wake()
+        return AppendResult(records[-1].position, records[-1].stream_version)
+
+    def _run_inline(
+        self, tx: SqlTx, records: Sequence[RecordedEvent], events: Sequence[Event]
+    ) -> None:
+        for handler in self._inline:
+            handler(tx, records, events)
+
+    def _wake(self) -> None:
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
+        self._check_open()
+        with self._lock:
+            return self._streams.get(stream_id, [])[from_version:]
+
+    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        self._check_open()
+        with self._lock:
+            return self._log[from_position : from_position + limit]
+
+    async def head_position(self) -> int:
+        self._check_open()
+        return len(self._log)
+
+    async def stream_version(self, stream_id: str) -> int:
+        self._check_open()
+        with self._lock:
+            return len(self._streams.get(stream_id, ()))
+
+    async def wait_for_new_events(self, after_position: int, timeout: float) -> bool:
+        self._check_open()
+        if len(self._log) > after_position:
+            return True
+        try:
+            await asyncio.wait_for(self._appended.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._check_open()
+        current = self._snapshots.get(snapshot.stream_id)
+        # Never replace a snapshot by an older one (two savers racing); an equal one
+        # replaces it (a re-save).
+        if current is None or snapshot.version >= current.version:
+            self._snapshots[snapshot.stream_id] = snapshot
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        self._check_open()
+        return self._snapshots.get(stream_id)
+
+    async def query(self, fn: Callable[[SqlTx], T]) -> T:
+        """``fn`` in a read transaction of the write-model database (the tables of the
+        inline projections)."""
+        self._check_open()
+        return await self._db.read(fn)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._db.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed")

@@ -1,0 +1,8 @@
+"""The PostgreSQL backend: many API and worker processes on one or more machines."""
+
+from .database import PostgresDatabase
+from .lease import PgAdvisoryLease
+from .migrate import apply as apply_migrations
+from .store import PostgresEventStore
+
+__all__ = ["PgAdvisoryLease", "PostgresDatabase", "PostgresEventStore", "apply_migrations"]

@@ -1,0 +1,117 @@
+"""Wake-ups across processes for the PostgreSQL event store: NOTIFY after commit, LISTEN.
+
+``NOTIFY`` inside a transaction takes a server-wide lock at commit that is held until the
+commit is flushed, which would make notifying appends commit one at a time. So appends
+do not notify in their transaction: :class:`Notifier` sends one
+``pg_notify(CHANNEL, position)`` per burst of commits from its own connection and thread,
+and :class:`Listener` LISTENs on a dedicated connection in other processes. Both are
+hints: reads stay the truth, and subscribers poll as a fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+__all__ = ["CHANNEL", "Listener", "Notifier"]
+
+CHANNEL = "cqrskit_events"
+"""The LISTEN/NOTIFY channel appends are announced on (a hint: reads are the truth)."""
+
+
+class Notifier:
+    """Sends ``pg_notify(CHANNEL, position)`` after commits, one per burst, from its own
+    connection; the payload is the highest position committed in the burst."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._latest = 0
+        self.backend_pid: int | None = None
+        """The server process of the notifying connection (notifications carry it)."""
+        self._pending = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def poke(self, position: int) -> None:
+        if position > self._latest:
+            self._latest = position
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None and not self._stopping:
+                    self._thread = threading.Thread(
+                        target=self._main, name="cqrskit-notify", daemon=True
+                    )
+                    self._thread.start()
+        self._pending.set()
+
+    def _main(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            self._pending.wait()
+            if self._stopping:
+                break
+            self._pending.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self._url, autocommit=True)
+                    self.backend_pid = conn.info.backend_pid
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(self._latest)))
+            except psycopg.Error:
+                # Subscribers fall back to polling; retry the connection at the next commit.
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        with self._start_lock:
+            self._stopping = True
+        self._pending.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class Listener:
+    """LISTENs on a dedicated connection and calls ``wake`` with each notification's
+    payload and sender's server pid (``("", 0)`` after a reconnection: notifications may
+    have been lost meanwhile)."""
+
+    def __init__(self, url: str, wake: Callable[[str, int], None]) -> None:
+        self._url = url
+        self._wake = wake
+        self._stop_channel = f"cqrskit_stop_{uuid.uuid4().hex}"
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="cqrskit-listen", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self._stop_channel}")
+                    self._wake("", 0)  # notifications sent while we were not listening are lost
+                    while not self._stopping.is_set():
+                        for notification in conn.notifies(timeout=5.0):
+                            if self._stopping.is_set():
+                                return
+                            self._wake(notification.payload, notification.pid)
+            except psycopg.Error:
+                self._stopping.wait(1.0)  # server away: subscribers poll meanwhile
+
+    def stop(self) -> None:
+        self._stopping.set()
+        # If this fails the listener still exits, at its next notifies() timeout.
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(self._url, autocommit=True) as conn,
+        ):
+            conn.execute(f"NOTIFY {self._stop_channel}")
+        self._thread.join()

@@ -1,0 +1,190 @@
+"""The read database on PostgreSQL, and its blue/green rebuild target (a fresh schema)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql as pgsql
+
+from ...checkpoints import lock_position
+from ...errors import ConfigurationError
+from ...projection import Projection
+from ...readside import RebuildTarget
+from ...sql import SqlTx
+from .connection import PgPool, PgTx
+
+__all__ = ["SCHEMA_LOCK", "PgRebuildTarget", "PostgresDatabase"]
+
+T = TypeVar("T")
+
+
+SCHEMA_LOCK = 0x637172736B736368  # "cqrsksch"
+"""The transaction advisory lock that read-side schema changes take (``write_schema``)."""
+
+
+class PostgresDatabase:
+    """A PostgreSQL database used from asyncio (the read side): same shape as
+    :class:`cqrskit.backends.sqlite.SqliteDatabase`, and a :class:`~cqrskit.readside.ReadDatabase`.
+
+    ``write(fn)`` runs ``fn(tx)`` in a READ COMMITTED read-write transaction; ``read(fn)``
+    in a ``REPEATABLE READ READ ONLY`` one (one consistent snapshot). Any exception rolls
+    back; psycopg errors come out converted. The read database may be another database,
+    or another server, than the event store's.
+
+    Exactly-once on PostgreSQL: a projection batch must lock its checkpoint row before it
+    compares it (:func:`cqrskit.checkpoints.lock_position`), so that a second runner's batch
+    waits, then sees the moved checkpoint and discards itself.
+    """
+
+    def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = 8) -> None:
+        self.url = url
+        self._pool = PgPool(url, min_size=pool_min, max_size=pool_max, name="cqrskit-read")
+
+    def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
+        return self._pool.write_sync(fn, pipeline)
+
+    def read_sync(self, fn: Callable[[PgTx], T]) -> T:
+        return self._pool.read_sync(fn)
+
+    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        """A pooled autocommit connection (blocking; errors come out converted)."""
+        return self._pool.connection()
+
+    async def write(self, fn: Callable[[PgTx], T], *, pipeline: bool = False) -> T:
+        return await self._pool.run(lambda: self._pool.write_sync(fn, pipeline))
+
+    async def write_schema(self, fn: Callable[[PgTx], T]) -> T:
+        """See :meth:`cqrskit.readside.ReadDatabase.write_schema`: under a transaction
+        advisory lock of this database (``SCHEMA_LOCK``)."""
+
+        def locked(tx: PgTx) -> T:
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+            return fn(tx)
+
+        return await self.write(locked)
+
+    async def read(self, fn: Callable[[PgTx], T]) -> T:
+        return await self._pool.run(lambda: self._pool.read_sync(fn))
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run a blocking function on this database's threads."""
+        return await self._pool.run(fn)
+
+    async def open_rebuild(self, projection: Projection) -> RebuildTarget:
+        """A fresh schema where ``projection``'s tables are rebuilt under their plain names;
+        its swap moves them into the live schema in one transaction (see
+        :class:`PgRebuildTarget`)."""
+        target = PgRebuildTarget(self, projection)
+        await self._pool.run(target.create)
+        return target
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+class PgRebuildTarget:
+    """:class:`~cqrskit.readside.RebuildTarget` in a fresh schema of the live database.
+
+    ``write`` runs with ``SET LOCAL search_path TO <fresh schema>, <live schema>``: the
+    projection's unqualified SQL creates and fills its tables in the fresh schema (and still
+    finds other tables in the live one). ``swap``, in ONE transaction: lock the checkpoint
+    row (live batches lock it first too, so they wait, and no deadlock is possible), let
+    ``decide`` compare and move it, then ``DROP`` each live table and ``ALTER TABLE ... SET
+    SCHEMA`` the fresh one (indexes, constraints and owned sequences move with it) into the
+    live schema. The catalog change commits atomically: every API process, every
+    connection, sees the old tables and checkpoint or the new ones.
+
+    A caveat of DDL under MVCC: a REPEATABLE READ transaction that took its snapshot before
+    the swap and first touches the table after it reads the new table through its old
+    snapshot. Query handlers keep that harmless by reading the checkpoint *after* their
+    rows (the reported position is then never ahead of the rows).
+    """
+
+    def __init__(self, live: PostgresDatabase, projection: Projection) -> None:
+        if not projection.tables:
+            raise ConfigurationError(
+                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
+            )
+        self._live = live
+        self._name = projection.name
+        self._tables = projection.tables
+        self.schema = f"cqrskit_rebuild_{uuid.uuid4().hex[:12]}"
+        self._live_schema = "public"
+        self._discarded = False
+
+    def create(self) -> None:
+        with self._live.connection() as conn:
+            row = conn.execute("SELECT current_schema()").fetchone()
+            self._live_schema = str(row[0]) if row and row[0] else "public"
+            conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(self.schema)))
+
+    def _write_sync(self, fn: Callable[[SqlTx], T], pipeline: bool) -> T:
+        search_path = pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
+            pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
+        )
+        with self._live.connection() as conn:
+            if not pipeline:
+                with conn.transaction():
+                    conn.execute(search_path)
+                    return fn(PgTx(conn))
+            with conn.pipeline() as pipe, conn.transaction():  # see PgPool.write_sync
+                conn.execute(search_path)
+                return fn(PgTx(conn, pipe))
+
+    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
+        return await self._live.run(lambda: self._write_sync(fn, pipeline))
+
+    def _swap_sync(self, decide: Callable[[SqlTx], bool]) -> bool:
+        live, fresh = pgsql.Identifier(self._live_schema), pgsql.Identifier(self.schema)
+        with self._live.connection() as conn, conn.transaction():
+            tx = PgTx(conn)
+            # Taken first, as live batches do: no batch commits between decide's compare
+            # and the replacement, and the two orders of locking cannot deadlock.
+            lock_position(tx, self._name)
+            if not decide(tx):
+                raise _KeepFresh  # rolls back; the fresh tables stay
+            for table in self._tables:
+                name = pgsql.Identifier(table)
+                found = conn.execute(
+                    "SELECT to_regclass(%s)", (f'"{self.schema}"."{table}"',)
+                ).fetchone()
+                if found is None or found[0] is None:
+                    raise ConfigurationError(
+                        f"table {table!r} is declared by projection {self._name!r} but its"
+                        " schema did not create it"
+                    )
+                conn.execute(pgsql.SQL("DROP TABLE IF EXISTS {}.{}").format(live, name))
+                conn.execute(pgsql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(fresh, name, live))
+        return True
+
+    async def swap(self, decide: Callable[[SqlTx], bool]) -> bool:
+        def run() -> bool:
+            try:
+                return self._swap_sync(decide)
+            except _KeepFresh:
+                return False
+
+        return await self._live.run(run)
+
+    async def discard(self) -> None:
+        if self._discarded:
+            return
+        self._discarded = True
+
+        def drop() -> None:
+            with self._live.connection() as conn:
+                conn.execute(
+                    pgsql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        pgsql.Identifier(self.schema)
+                    )
+                )
+
+        await self._live.run(drop)
+
+
+class _KeepFresh(Exception):
+    """decide() said no: roll the swap back, keep the fresh tables."""

@@ -1,0 +1,185 @@
+"""SQLite connections: settings, the SqlTx adapter, driver errors converted.
+
+Settings: WAL journal (readers never block the writer), ``synchronous=FULL`` (a commit
+is on disk when it returns, so it survives SIGKILL and power loss; ``NORMAL`` survives a
+process crash but may lose the last commits on power loss: pass ``synchronous="NORMAL"``
+knowingly), a busy timeout so separate processes (``social rebuild`` beside ``serve``)
+wait for each other instead of failing. Driver errors are converted to
+:mod:`cqrskit.errors` at the transaction boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ...errors import IntegrityError, OperationalError, PersistenceError, UniqueViolation
+from ...sql import Row, SqlTx
+
+T = TypeVar("T")
+
+__all__ = [
+    "ReaderConnections",
+    "SqliteTx",
+    "connect",
+    "convert_error",
+    "converted",
+    "read_transaction",
+    "translate_errors",
+]
+
+
+def connect(
+    path: str | Path, *, synchronous: str = "FULL", readonly: bool = False
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if not readonly:
+        _enable_wal(conn)
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
+    """Switch a new file to WAL. The switch takes an exclusive lock and SQLite does not
+    call the busy handler for it, so two processes opening a brand-new file at the same
+    moment (``serve`` and ``rebuild`` on an empty data dir) can see "database is locked"
+    at once: retry for a while instead of failing."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 + 0.0005 * attempt)
+
+
+def convert_error(exc: sqlite3.Error) -> PersistenceError:
+    message = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        for prefix in ("UNIQUE constraint failed: ", "PRIMARY KEY constraint failed: "):
+            if message.startswith(prefix):
+                return UniqueViolation(message, message[len(prefix) :])
+        return IntegrityError(message)
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return OperationalError(message)
+    return PersistenceError(message)
+
+
+def converted(exc: Exception) -> Exception:
+    """``exc`` as its caller sees it: a sqlite3 error becomes the cqrskit error it means
+    (with the driver's as its cause), anything else stays as it is. Every pool of threads
+    of this backend applies it to what its calls raise (``Workers(translate=...)``): the
+    one boundary where this backend's errors are converted."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    error = convert_error(exc)
+    error.__cause__ = exc
+    return error
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Convert sqlite3 errors raised in the block, for code that runs on no pool."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise convert_error(exc) from exc
+
+
+class SqliteTx:
+    """:class:`~cqrskit.sql.SqlTx` over a sqlite3 connection already inside a transaction.
+
+    ``execute`` runs on one cursor kept for the transaction: a projection batch makes
+    thousands of calls, and ``conn.execute`` would create (and free) a cursor for each.
+    """
+
+    __slots__ = ("_cursor", "_execute", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._cursor = conn.cursor()
+        self._execute = self._cursor.execute
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._execute(sql, params).rowcount
+
+    def close(self) -> None:
+        """Finish the kept cursor's last statement (as freeing a cursor per call did), so
+        that none is still in progress when the transaction ends."""
+        self._cursor.close()
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, params)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def flush(self) -> None:
+        """Statements run one by one on SQLite: nothing is ever pending."""
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+def read_transaction(conn: sqlite3.Connection, fn: Callable[[SqlTx], T]) -> T:
+    """``fn`` in a read transaction on ``conn``: one snapshot for every statement it runs."""
+    conn.execute("BEGIN")
+    try:
+        return fn(SqliteTx(conn))
+    finally:
+        conn.execute("ROLLBACK")
+
+
+class ReaderConnections:
+    """One read-only connection per reader thread, opened on first use, closed together.
+
+    ``before_first`` runs before a thread's connection is opened: the writer must have
+    created the file and switched it to WAL (a read-only connection cannot). With
+    ``cache_kib`` each connection gets that small a page cache instead of SQLite's 2 MB.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str,
+        before_first: Callable[[], object],
+        cache_kib: int | None = None,
+    ) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._before_first = before_first
+        self._cache_kib = cache_kib
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[sqlite3.Connection] = []
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self._before_first()
+            conn = connect(self._path, synchronous=self._synchronous, readonly=True)
+            if self._cache_kib is not None:
+                conn.execute(f"PRAGMA cache_size = -{self._cache_kib}")
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection (their threads have stopped)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()

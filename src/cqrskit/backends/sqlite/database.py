@@ -1,0 +1,229 @@
+"""The read database on a SQLite file, and its blue/green rebuild target.
+
+:class:`SqliteDatabase` runs write transactions on one writer thread and reads on a small
+pool of reader threads (WAL: readers never block the writer).
+
+Rebuild: the projection's tables are built from position 0 in a fresh database file next
+to the live one, under their plain names, so the projection's SQL is unchanged and the
+live tables keep serving meanwhile. The swap attaches that file to the live writer
+connection and, in one ``BEGIN IMMEDIATE`` transaction, drops the live tables and
+recreates them (with their indexes) from the fresh file's schema, copying the rows.
+Readers in WAL mode keep their snapshot: they see the old tables and checkpoint or the new
+ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..._workers import Workers
+from ...errors import ConfigurationError, StoreClosed
+from ...projection import Projection
+from ...readside import RebuildTarget
+from ...sql import SqlTx
+from .connection import ReaderConnections, SqliteTx, connect, converted, read_transaction
+
+__all__ = ["SqliteDatabase", "SqliteRebuildTarget"]
+
+T = TypeVar("T")
+
+_SCHEMA = "cqrskit_rebuild"
+_SWAP_CACHE_KIB = 64
+"""Page cache, in KiB, of the live and the fresh file while the swap copies the tables:
+the copy reads and writes each page once (the time of a 300,000-row swap is the same
+with 64 KiB as with SQLite's default 2 MB)."""
+
+
+def _release_cache(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA shrink_memory")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteDatabase:
+    """A SQLite file used from asyncio: one writer thread, a small pool of reader threads.
+
+    ``write(fn)`` runs ``fn(tx)`` in ``BEGIN IMMEDIATE ... COMMIT`` on the writer thread;
+    ``read(fn)`` runs it in a read transaction (a consistent snapshot) on a reader thread.
+    Any exception rolls the transaction back; sqlite3 errors come out converted.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        closed = functools.partial(StoreClosed, f"database {self.path} is closed")
+        self._writer_pool = Workers(1, f"sqlite-w-{self.path.name}", closed, converted)
+        self._reader_pool = Workers(readers, f"sqlite-r-{self.path.name}", closed, converted)
+        self._writer: sqlite3.Connection | None = None
+        # The writer connection first: it creates the file and turns WAL on.
+        self._readers = ReaderConnections(self.path, synchronous, self.writer_connection)
+        self._closed = False
+
+    # -- on the pools' threads (their calls' sqlite3 errors come out converted) -----------
+
+    def writer_connection(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = connect(self.path, synchronous=self._synchronous)
+        return self._writer
+
+    def _write_sync(self, fn: Callable[[SqliteTx], T]) -> T:
+        conn = self.writer_connection()
+        conn.execute("BEGIN IMMEDIATE")
+        tx = SqliteTx(conn)
+        try:
+            result = fn(tx)
+            tx.close()
+        except BaseException:
+            tx.close()
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _read_sync(self, fn: Callable[[SqlTx], T]) -> T:
+        return read_transaction(self._readers.get(), fn)
+
+    # -- async API ----------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[SqliteTx], T], *, pipeline: bool = False) -> T:
+        """``fn`` in one write transaction. ``pipeline`` is accepted for every backend's
+        sake and changes nothing here: SQLite runs in-process, there is no round trip."""
+        self._check_open()
+        return await self._writer_pool.run(self._write_sync, fn)
+
+    async def write_schema(self, fn: Callable[[SqliteTx], T]) -> T:
+        """See :meth:`cqrskit.readside.ReadDatabase.write_schema`: a plain write here,
+        ``BEGIN IMMEDIATE`` already excludes every other writer of the file."""
+        return await self.write(fn)
+
+    async def read(self, fn: Callable[[SqliteTx], T]) -> T:
+        self._check_open()
+        return await self._reader_pool.run(self._read_sync, fn)
+
+    async def run_on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the writer thread with the writer connection, outside any
+        transaction (for what SQLite refuses inside one, such as ``ATTACH``)."""
+        self._check_open()
+        return await self._writer_pool.run(lambda: fn(self.writer_connection()))
+
+    async def open_rebuild(self, projection: Projection) -> RebuildTarget:
+        """A fresh database file beside this one where ``projection`` is rebuilt; its swap
+        copies the tables into this file in one transaction (see
+        :class:`SqliteRebuildTarget`)."""
+        self._check_open()
+        return SqliteRebuildTarget(self, projection)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"database {self.path} is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer_pool.shutdown()
+        self._reader_pool.shutdown()
+        self._readers.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class SqliteRebuildTarget:
+    """:class:`~cqrskit.readside.RebuildTarget` in a file beside the live database."""
+
+    def __init__(self, live: SqliteDatabase, projection: Projection) -> None:
+        if not projection.tables:
+            raise ConfigurationError(
+                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
+            )
+        self._live = live
+        self._tables = projection.tables
+        suffix = f"{projection.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.path = live.path.with_name(f"{live.path.name}.rebuild-{suffix}")
+        # A crash loses the rebuild file anyway (it is rebuilt from scratch), so its
+        # commits need not wait for the disk.
+        self._db = SqliteDatabase(self.path, synchronous="OFF", readers=1)
+        self._discarded = False
+
+    async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
+        return await self._db.write(fn)
+
+    async def swap(self, decide: Callable[[SqlTx], bool]) -> bool:
+        # The copy reads the fresh file through the live writer's connection: the page
+        # cache the batches filled on the fresh file's own connection (up to SQLite's
+        # default 2 MB, all clean once committed) is of no use to it, so it is given
+        # back first rather than held beside the copy's. A final catch-up (or another
+        # attempt) refills it as it goes.
+        await self._db.run_on_writer(_release_cache)
+        return await self._live.run_on_writer(lambda conn: self._swap(conn, decide))
+
+    def _swap(self, conn: sqlite3.Connection, decide: Callable[[SqlTx], bool]) -> bool:
+        conn.execute(f"ATTACH DATABASE ? AS {_SCHEMA}", (str(self.path),))
+        (live_cache,) = conn.execute("PRAGMA main.cache_size").fetchone()
+        try:
+            # The copy reads each page of the fresh file once and writes each page of
+            # the new live tables once: small page caches for both keep the swap from
+            # growing the live writer's memory by up to a full cache (SQLite spills
+            # the copy's dirty pages to the WAL as it goes). The live cache size is
+            # restored below (lowering it freed what the live writer had cached
+            # beyond the small size; that refills with use).
+            conn.execute(f"PRAGMA {_SCHEMA}.cache_size = -{_SWAP_CACHE_KIB}")
+            conn.execute(f"PRAGMA main.cache_size = -{_SWAP_CACHE_KIB}")
+            # IMMEDIATE takes the write lock first: no live batch can commit between
+            # the checkpoint compare in decide() and the table replacement.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not decide(SqliteTx(conn)):
+                    conn.execute("ROLLBACK")
+                    return False
+                for table in self._tables:
+                    self._replace(conn, table)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return True
+        finally:
+            conn.execute(f"PRAGMA main.cache_size = {int(live_cache)}")
+            conn.execute(f"DETACH DATABASE {_SCHEMA}")
+
+    def _replace(self, conn: sqlite3.Connection, table: str) -> None:
+        objects = conn.execute(
+            f"SELECT type, sql FROM {_SCHEMA}.sqlite_master WHERE tbl_name = ?"
+            " AND sql IS NOT NULL ORDER BY type = 'table' DESC, rowid",
+            (table,),
+        ).fetchall()
+        if not objects or objects[0][0] != "table":
+            raise ConfigurationError(
+                f"table {table!r} is declared by the projection but its schema did not create it"
+            )
+        quoted = _quote(table)
+        conn.execute(f"DROP TABLE IF EXISTS main.{quoted}")  # drops its indexes too
+        for _, sql in objects:
+            conn.execute(sql)  # unqualified CREATE statements create in main
+        conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM {_SCHEMA}.{quoted}")
+
+    async def discard(self) -> None:
+        if self._discarded:
+            return
+        self._discarded = True
+        await self._db.close()
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

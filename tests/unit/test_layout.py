@@ -1,0 +1,234 @@
+"""The layout is the architecture: checks anyone can run.
+
+- no import cycles, in cqrskit or social (every import statement counts, lazy ones too);
+- the framework core imports no backend and no database driver; a backend imports the
+  core and its own package, never another backend (the memory backend's read side runs
+  on SQLite's stdlib driver in memory, through the SQLite backend's connection plumbing);
+- every backend package has the same module names for the same ports;
+- no module over 400 lines unless its docstring says why ("Why this module is long:");
+- the public API is what ``cqrskit`` and ``cqrskit.backends.<name>`` export (pinned
+  here), and the app imports nothing else (its domain only the domain primitives).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+BACKENDS = ("memory", "sqlite", "postgres")
+MAX_LINES = 400
+LONG_MARKER = "Why this module is long:"
+
+
+def _modules(package: str) -> dict[str, Path]:
+    root = SRC / package
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+ALL = {**_modules("cqrskit"), **_modules("social")}
+
+
+def _bound(package: str) -> set[str]:
+    """Names a package's ``__init__`` binds by importing them."""
+    path = ALL.get(package)
+    if path is None or path.name != "__init__.py":
+        return set()
+    return {
+        alias.asname or alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    """Every module ``name`` imports (absolute names), at any depth of its code."""
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            yield target
+            for alias in node.names:  # ``from pkg import module`` (not a name it binds)
+                if f"{target}.{alias.name}" in ALL and alias.name not in _bound(target):
+                    yield f"{target}.{alias.name}"
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: {m for m in _imports(name, path) if m in ALL} for name, path in ALL.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_walker_sees_imports() -> None:
+    graph = _graph()
+    assert "cqrskit.eventstore" in graph["cqrskit.runner"]
+    assert "cqrskit.backends.sqlite.connection" in graph["cqrskit.backends.sqlite.store"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    # A package's __init__ importing its own modules is how it exports them; a module
+    # importing a sibling makes Python import the package first, which is no cycle of ours.
+    for name in graph:
+        graph[name] = {
+            m
+            for m in graph[name]
+            if not (ALL[m].name == "__init__.py" and name.startswith(m + "."))
+        }
+    assert _cycles(graph) == []
+
+
+DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
+
+
+def test_the_core_imports_no_backend_and_no_driver() -> None:
+    found = {}
+    for name, path in ALL.items():
+        if not name.startswith("cqrskit") or name.startswith("cqrskit.backends"):
+            continue
+        bad = {
+            m
+            for m in _imports(name, path)
+            if m.startswith("cqrskit.backends") or m.split(".")[0] in DRIVERS
+        }
+        if bad:
+            found[name] = bad
+    assert found == {}
+
+
+def test_a_backend_imports_no_other_backend() -> None:
+    found = {}
+    for name, path in ALL.items():
+        if not name.startswith("cqrskit.backends."):
+            continue
+        own = name.split(".")[2]
+        allowed = {f"cqrskit.backends.{own}"}
+        if own == "memory":
+            allowed.add("cqrskit.backends.sqlite.connection")
+        bad = {
+            m
+            for m in _imports(name, path)
+            if m.startswith("cqrskit.backends.")
+            and not any(m == a or m.startswith(a + ".") for a in allowed)
+        }
+        if bad:
+            found[name] = bad
+    assert found == {}
+
+
+def test_every_backend_has_the_same_port_modules() -> None:
+    for backend in BACKENDS:
+        names = {p.stem for p in (SRC / "cqrskit" / "backends" / backend).glob("*.py")}
+        assert {"__init__", "store", "database", "lease"} <= names, backend
+    for backend in ("sqlite", "postgres"):
+        assert (SRC / "cqrskit" / "backends" / backend / "connection.py").exists()
+
+
+def test_no_module_is_long_without_saying_why() -> None:
+    long = {}
+    for name, path in ALL.items():
+        text = path.read_text()
+        lines = text.count("\n")
+        if lines > MAX_LINES and LONG_MARKER not in (ast.get_docstring(ast.parse(text)) or ""):
+            long[name] = lines
+    assert long == {}
+
+
+CQRSKIT_API = {
+    "ANY", "NO_STREAM", "Aggregate", "AppendResult", "Codec", "Command", "CommandBus",
+    "CommandContext", "CommandResult", "ConcurrencyError", "ConfigurationError",
+    "ConsistencyTimeout", "CqrsKitError", "Dispatch", "Event", "EventDecodeError",
+    "EventStore", "ExpectedVersion", "HandlerNotFound", "InlineHandler", "IntegrityError",
+    "Lease", "Metadata", "Middleware", "OperationalError", "PersistenceError", "Projection",
+    "ProjectionError", "ProjectionRunner", "ProjectionStatus", "Query", "QueryBus",
+    "QueryResult", "ReadDatabase", "RebuildProgress", "RebuildResult", "RebuildTarget",
+    "RecordedEvent", "Repository", "RetryPolicy", "Row", "SchemaError", "SerializationError",
+    "Snapshot", "SqlTx", "StoreClosed", "StreamNotFound", "StreamState", "UniqueViolation",
+    "UnknownEventType", "UpcastError", "Upcaster", "backoff_delays", "create_read_models",
+    "current_context", "handles", "logging_middleware", "new_id", "projection_status",
+    "read_position", "rebuild", "retry_on_conflict_middleware", "retry_read",
+    "subscribe", "timing_middleware", "wait_for_position",
+}  # fmt: skip
+
+BACKEND_API = {
+    "memory": {"MemoryDatabase", "MemoryEventStore", "MemoryLease"},
+    "sqlite": {"SqliteDatabase", "SqliteEventStore", "SqliteLease", "StoreStats"},
+    "postgres": {"PgAdvisoryLease", "PostgresDatabase", "PostgresEventStore", "apply_migrations"},
+}
+
+
+@pytest.mark.parametrize("package", ["cqrskit", *(f"cqrskit.backends.{b}" for b in BACKENDS)])
+def test_the_public_api_is_pinned_and_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    expected = CQRSKIT_API if package == "cqrskit" else BACKEND_API[package.rsplit(".", 1)[1]]
+    assert set(module.__all__) == expected
+    assert len(module.__all__) == len(expected)  # no name listed twice
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+
+
+def test_the_app_imports_only_public_names() -> None:
+    public = {"cqrskit", *(f"cqrskit.backends.{b}" for b in BACKENDS)}
+    domain_primitives = {"cqrskit.aggregate", "cqrskit.messages"}
+    found = {}
+    for name, path in ALL.items():
+        if not name.startswith("social"):
+            continue
+        allowed = domain_primitives if name.startswith("social.domain") else public
+        bad = {m for m in _imports(name, path) if m.startswith("cqrskit") and m not in allowed}
+        if bad:
+            found[name] = bad
+    assert found == {}
