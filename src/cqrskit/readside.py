@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from .checkpoints import ensure_table, read_position
+from .errors import ConfigurationError
 from .projection import Projection
 from .sql import SqlTx
 
-__all__ = ["ReadDatabase", "RebuildTarget", "create_read_models"]
+__all__ = ["ReadDatabase", "RebuildTarget", "create_read_models", "tables_to_rebuild"]
 
 T = TypeVar("T")
 
@@ -93,3 +94,13 @@ async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]
         return {p.name: read_position(tx, p.name) for p in projections}
 
     return await db.write_schema(create)
+
+
+def tables_to_rebuild(projection: Projection) -> tuple[str, ...]:
+    """The tables a rebuild of ``projection`` replaces (every backend's ``open_rebuild``
+    asks): one that declares none cannot be rebuilt."""
+    if not projection.tables:
+        raise ConfigurationError(
+            f"projection {projection.name!r} declares no tables: nothing to rebuild into"
+        )
+    return projection.tables

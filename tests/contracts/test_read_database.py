@@ -31,17 +31,6 @@ class TestSqliteDatabase(ReadDatabaseContract):
     async def make_database(self) -> ReadDatabase:
         return SqliteDatabase(self.path)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="SqliteDatabase._write_sync runs COMMIT outside its try: a COMMIT that fails"
-        " (a deferred foreign key) leaves the writer connection inside the transaction, and"
-        " every later write fails with 'cannot start a transaction within a transaction'",
-    )
-    async def test_a_failed_commit_rolls_back_and_the_database_stays_usable(
-        self, db: ReadDatabase
-    ) -> None:
-        await super().test_a_failed_commit_rolls_back_and_the_database_stays_usable(db)
-
 
 @pytest.mark.postgres
 class TestPostgresDatabase(ReadDatabaseContract):

@@ -204,7 +204,7 @@ CQRSKIT_API = {
 }  # fmt: skip
 
 BACKEND_API = {
-    "memory": {"MemoryDatabase", "MemoryEventStore", "MemoryLease"},
+    "memory": {"LeaseRegistry", "MemoryDatabase", "MemoryEventStore", "MemoryLease"},
     "sqlite": {"SqliteDatabase", "SqliteEventStore", "SqliteLease", "StoreStats"},
     "postgres": {"PgAdvisoryLease", "PostgresDatabase", "PostgresEventStore", "apply_migrations"},
 }

@@ -11,8 +11,9 @@ projections against the same databases. Each runner then holds a lease per proje
 database): one process applies a projection, the others stand by, and when the holder dies
 its session ends, the lock frees itself and a standby takes over within about one
 ``lease_interval``.
-On SQLite there is no lease: one machine, and the checkpoint compare of each batch already
-keeps a second runner from applying anything twice.
+On SQLite, ``serve`` and ``worker`` processes on one data directory take turns the same
+way, on lock files beside ``read.db`` (:class:`cqrskit.backends.sqlite.SqliteLease`: the
+kernel frees a dead holder's lock at once).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cqrskit import (
     retry_on_conflict_middleware,
     timing_middleware,
 )
-from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
+from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore, SqliteLease
 
 from ..application.commands import (
     CreatePost,
@@ -101,7 +102,7 @@ class Container:
     tokens: TokenService
     metrics: Metrics
     lease: ClosableLease | None = None
-    """The projections' lease (PostgreSQL only): closed after the runner has stopped."""
+    """The projections' lease: closed after the runner has stopped."""
     runner_started: bool = field(default=False)
 
     def projection(self, name: str) -> Projection:
@@ -250,15 +251,16 @@ async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDat
     )
 
 
-def _lease_for(settings: Settings) -> ClosableLease | None:
-    """On PostgreSQL, the lease that lets one process at a time run each projection.
+def _lease_for(settings: Settings) -> ClosableLease:
+    """The lease that lets one process at a time run each projection.
 
-    It lives in the read database: that is what a projection writes, so every process
-    that could write the same read models meets on the same locks (advisory locks are
-    per database), whichever event store feeds them. It connects on first use only.
+    It lives with the read database: that is what a projection writes, so every process
+    that could write the same read models meets on the same locks (PostgreSQL: advisory
+    locks of the read database, which are per database; SQLite: lock files beside
+    ``read.db``), whichever event store feeds them. It connects on first use only.
     """
     if not settings.read_url:
-        return None
+        return SqliteLease(settings.data_dir / "read.db")
     from cqrskit.backends.postgres import PgAdvisoryLease
 
     return PgAdvisoryLease(settings.read_url)

@@ -26,34 +26,20 @@ from typing import TypeVar
 from ..._workers import Workers
 from ...errors import ConfigurationError, StoreClosed
 from ...projection import Projection
-from ...readside import RebuildTarget
+from ...readside import RebuildTarget, tables_to_rebuild
 from ...sql import SqlTx
-from ..sqlite.connection import SqliteTx, translate_errors
+from ..sqlite.connection import (
+    SqliteTx,
+    read_transaction,
+    translate_errors,
+    write_transaction,
+)
 
 __all__ = ["MemoryDatabase", "MemoryRebuildTarget"]
 
 T = TypeVar("T")
 
 _numbers = itertools.count(1)
-
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[SqliteTx], T], *, write: bool) -> T:
-    """``fn(tx)`` in one transaction: committed (a write) or rolled back (a read) when it
-    returns, rolled back when anything raises (a failed COMMIT too: a deferred constraint
-    leaves the transaction open otherwise)."""
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        tx = SqliteTx(conn)
-        try:
-            result = fn(tx)
-        finally:
-            tx.close()
-        conn.execute("COMMIT" if write else "ROLLBACK")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
 
 
 class MemoryDatabase:
@@ -95,13 +81,13 @@ class MemoryDatabase:
 
     def write_sync(self, fn: Callable[[SqliteTx], T]) -> T:
         with self.connection() as conn:
-            return _transaction(conn, fn, write=True)
+            return write_transaction(conn, fn)
 
     def read_sync(self, fn: Callable[[SqliteTx], T]) -> T:
         with self.connection() as conn:
             conn.execute("PRAGMA query_only = ON")
             try:
-                return _transaction(conn, fn, write=False)
+                return read_transaction(conn, fn)
             finally:
                 conn.execute("PRAGMA query_only = OFF")
 
@@ -157,13 +143,9 @@ class MemoryRebuildTarget:
     """:class:`~cqrskit.readside.RebuildTarget` in a second in-memory database."""
 
     def __init__(self, live: MemoryDatabase, projection: Projection) -> None:
-        if not projection.tables:
-            raise ConfigurationError(
-                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
-            )
         self._live = live
         self._name = projection.name
-        self._tables = projection.tables
+        self._tables = tables_to_rebuild(projection)
         self._fresh = MemoryDatabase(f"{live.name}-rebuild-{projection.name}")
 
     async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg import sql as pgsql
 
 from ..._workers import Workers
 from ...errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "convert_error",
     "translate_errors",
     "translate_placeholders",
+    "write_transaction",
 ]
 
 T = TypeVar("T")
@@ -221,6 +223,29 @@ class PgTx:
             return self.conn.execute(translate_placeholders(sql), tuple(params)).fetchall()
 
 
+def write_transaction(
+    conn: psycopg.Connection[Any],
+    fn: Callable[[PgTx], T],
+    pipeline: bool,
+    setup: pgsql.Composed | None = None,
+) -> T:
+    """``fn`` in one transaction on ``conn``, after the ``setup`` statement if any. With
+    ``pipeline`` its statements are sent without waiting for each answer (psycopg
+    pipeline mode: one round trip per sync instead of one per statement); ``execute``
+    then returns -1 for the row count."""
+    if not pipeline:
+        with conn.transaction():
+            if setup is not None:
+                conn.execute(setup)
+            return fn(PgTx(conn))
+    # The pipeline first: BEGIN goes out with the first statement, COMMIT with the last
+    # sync, instead of a round trip each.
+    with conn.pipeline() as pipe, conn.transaction():
+        if setup is not None:
+            conn.execute(setup)
+        return fn(PgTx(conn, pipe))
+
+
 # -- a pool of connections used from asyncio ------------------------------------------------
 
 
@@ -285,17 +310,9 @@ class PgPool:
             yield conn
 
     def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
-        """``fn`` in one transaction. With ``pipeline`` its statements are sent without
-        waiting for each answer (psycopg pipeline mode: one round trip per sync instead of
-        one per statement); ``execute`` then returns -1 for the row count."""
+        """``fn`` in one transaction (see :func:`write_transaction`)."""
         with self.connection() as conn:
-            if not pipeline:
-                with conn.transaction():
-                    return fn(PgTx(conn))
-            # The pipeline first: BEGIN goes out with the first statement, COMMIT with the
-            # last sync, instead of a round trip each.
-            with conn.pipeline() as pipe, conn.transaction():
-                return fn(PgTx(conn, pipe))
+            return write_transaction(conn, fn, pipeline)
 
     def read_sync(self, fn: Callable[[PgTx], T]) -> T:
         """``fn`` in a read-only transaction (one consistent snapshot), always rolled back."""

@@ -13,9 +13,9 @@ from psycopg import sql as pgsql
 from ...checkpoints import lock_position
 from ...errors import ConfigurationError
 from ...projection import Projection
-from ...readside import RebuildTarget
+from ...readside import RebuildTarget, tables_to_rebuild
 from ...sql import SqlTx
-from .connection import PgPool, PgTx
+from .connection import PgPool, PgTx, write_transaction
 
 __all__ = ["SCHEMA_LOCK", "PgRebuildTarget", "PostgresDatabase"]
 
@@ -105,13 +105,9 @@ class PgRebuildTarget:
     """
 
     def __init__(self, live: PostgresDatabase, projection: Projection) -> None:
-        if not projection.tables:
-            raise ConfigurationError(
-                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
-            )
         self._live = live
         self._name = projection.name
-        self._tables = projection.tables
+        self._tables = tables_to_rebuild(projection)
         self.schema = f"cqrskit_rebuild_{uuid.uuid4().hex[:12]}"
         self._live_schema = "public"
         self._discarded = False
@@ -127,13 +123,7 @@ class PgRebuildTarget:
             pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
         )
         with self._live.connection() as conn:
-            if not pipeline:
-                with conn.transaction():
-                    conn.execute(search_path)
-                    return fn(PgTx(conn))
-            with conn.pipeline() as pipe, conn.transaction():  # see PgPool.write_sync
-                conn.execute(search_path)
-                return fn(PgTx(conn, pipe))
+            return write_transaction(conn, fn, pipeline, search_path)
 
     async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
         return await self._live.run(lambda: self._write_sync(fn, pipeline))

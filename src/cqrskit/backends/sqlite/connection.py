@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...errors import IntegrityError, OperationalError, PersistenceError, UniqueViolation
-from ...sql import Row, SqlTx
+from ...sql import Row
 
 T = TypeVar("T")
 
@@ -31,6 +31,7 @@ __all__ = [
     "converted",
     "read_transaction",
     "translate_errors",
+    "write_transaction",
 ]
 
 
@@ -132,7 +133,26 @@ class SqliteTx:
         return self.conn.execute(sql, params).fetchall()
 
 
-def read_transaction(conn: sqlite3.Connection, fn: Callable[[SqlTx], T]) -> T:
+def write_transaction(conn: sqlite3.Connection, fn: Callable[[SqliteTx], T]) -> T:
+    """``fn`` in ``BEGIN IMMEDIATE ... COMMIT`` on ``conn``, rolled back when anything
+    raises: a failed COMMIT too (a deferred constraint), which leaves the transaction open
+    otherwise, and every later BEGIN would fail."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tx = SqliteTx(conn)
+        try:
+            result = fn(tx)
+        finally:
+            tx.close()  # no statement of the kept cursor still running at COMMIT
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def read_transaction(conn: sqlite3.Connection, fn: Callable[[SqliteTx], T]) -> T:
     """``fn`` in a read transaction on ``conn``: one snapshot for every statement it runs."""
     conn.execute("BEGIN")
     try:

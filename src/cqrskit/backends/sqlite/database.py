@@ -27,9 +27,16 @@ from typing import TypeVar
 from ..._workers import Workers
 from ...errors import ConfigurationError, StoreClosed
 from ...projection import Projection
-from ...readside import RebuildTarget
+from ...readside import RebuildTarget, tables_to_rebuild
 from ...sql import SqlTx
-from .connection import ReaderConnections, SqliteTx, connect, converted, read_transaction
+from .connection import (
+    ReaderConnections,
+    SqliteTx,
+    connect,
+    converted,
+    read_transaction,
+    write_transaction,
+)
 
 __all__ = ["SqliteDatabase", "SqliteRebuildTarget"]
 
@@ -78,18 +85,7 @@ class SqliteDatabase:
         return self._writer
 
     def _write_sync(self, fn: Callable[[SqliteTx], T]) -> T:
-        conn = self.writer_connection()
-        conn.execute("BEGIN IMMEDIATE")
-        tx = SqliteTx(conn)
-        try:
-            result = fn(tx)
-            tx.close()
-        except BaseException:
-            tx.close()
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        return write_transaction(self.writer_connection(), fn)
 
     def _read_sync(self, fn: Callable[[SqlTx], T]) -> T:
         return read_transaction(self._readers.get(), fn)
@@ -148,12 +144,8 @@ class SqliteRebuildTarget:
     """:class:`~cqrskit.readside.RebuildTarget` in a file beside the live database."""
 
     def __init__(self, live: SqliteDatabase, projection: Projection) -> None:
-        if not projection.tables:
-            raise ConfigurationError(
-                f"projection {projection.name!r} declares no tables: nothing to rebuild into"
-            )
         self._live = live
-        self._tables = projection.tables
+        self._tables = tables_to_rebuild(projection)
         suffix = f"{projection.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = live.path.with_name(f"{live.path.name}.rebuild-{suffix}")
         # A crash loses the rebuild file anyway (it is rebuilt from scratch), so its
