@@ -4,9 +4,9 @@ The table-lock approach (what the `eventsourcing` library does on PostgreSQL) ta
 ``LOCK TABLE ... IN EXCLUSIVE MODE`` in every append so that positions commit in order;
 writers then commit one at a time, one WAL flush each. cqrskit allocates positions with
 the transaction id in a microsecond critical section instead and lets commits overlap
-(see ``cqrskit/backends/postgres/store.py``). Both run here on the same store code, differing only
-in that, with 1 and 32 concurrent writers, repetitions interleaved, each on a fresh
-database. Results: ``benchmarks/results/pg_appends.json`` (same shape as latest.json).
+(see ``cqrskit/backends/postgres/store.py``). Both run here on the same store code,
+differing only in that, with 1 and 32 concurrent writers, repetitions interleaved, each on a
+fresh database. Results: ``benchmarks/results/pg_appends.json`` (same shape as latest.json).
 
     python -m benchmarks.pg_appends [--quick] [--pg-url URL] [--out PATH]
 """
@@ -27,7 +27,7 @@ import psycopg
 
 from cqrskit import Codec, Event, new_id
 from cqrskit.backends.postgres import PostgresEventStore
-from cqrskit.backends.postgres._append import APPEND, append_params
+from cqrskit.backends.postgres._append import APPEND, Appender, append_params
 
 from .stats import Figure, machine_info, results_document, write_results
 
@@ -41,10 +41,10 @@ class Happened(Event):
     text: str = "x" * 100
 
 
-class TableLockStore(PostgresEventStore):
-    """The same store and the same append statement, run after ``LOCK TABLE`` in one
-    transaction (``BEGIN``, ``LOCK``, the statement, ``COMMIT``: three round trips more
-    than cqrskit's autocommit statement; pipelining them measured slower still)."""
+class TableLockAppender(Appender):
+    """The same append statement, run after ``LOCK TABLE`` in one transaction (``BEGIN``,
+    ``LOCK``, the statement, ``COMMIT``: three round trips more than cqrskit's autocommit
+    statement; pipelining them measured slower still)."""
 
     def _try_append(
         self,
@@ -60,6 +60,14 @@ class TableLockStore(PostgresEventStore):
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("LOCK TABLE cqrskit_events IN EXCLUSIVE MODE")
             return sorted(conn.execute(APPEND, params).fetchall(), key=lambda r: int(r[1]))
+
+
+class TableLockStore(PostgresEventStore):
+    """cqrskit's store with :class:`TableLockAppender` for its appends."""
+
+    def __init__(self, url: str, codec: Codec, **options: Any) -> None:
+        super().__init__(url, codec, **options)
+        self._appender = TableLockAppender(self._pool, self._inline_handlers)
 
 
 SYSTEMS: dict[str, type[PostgresEventStore]] = {

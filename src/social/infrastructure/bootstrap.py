@@ -77,7 +77,7 @@ takeover delay after the holder dies is about this (plus one batch)."""
 
 
 class ClosableLease(Lease, Protocol):
-    """A :class:`~cqrskit.runner.Lease` whose connection the container closes."""
+    """A :class:`~cqrskit.Lease` that the container closes."""
 
     async def close(self) -> None: ...
 

@@ -7,6 +7,11 @@ the work done. A database holding a version this code does not know, or a migrat
 whose file changed after it was applied, raises :class:`~cqrskit.errors.SchemaError`.
 
 Run ``python -m cqrskit.backends.postgres.migrate postgresql://...`` to apply them by hand.
+
+The comments of migrations 0001 to 0004 point to ``cqrskit/store/postgres.py`` for the
+proof of gap-free reading: the event store's path before the backends had packages of
+their own. It is ``backends/postgres/store.py`` now; the files stay as they were applied
+(their checksums are checked), so the old path stays in them.
 """
 
 from __future__ import annotations
