@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -29,6 +29,7 @@ from cqrskit.backends.postgres import PostgresEventStore
 from cqrskit.backends.postgres.connection import translate_placeholders
 from cqrskit.backends.postgres.migrate import apply, migrations
 from tests.contracts.eventstore import EventStoreContract
+from tests.contracts.inline import InlineProjectionContract
 
 postgres = pytest.mark.postgres
 
@@ -41,6 +42,18 @@ class TestPostgresEventStore(EventStoreContract):
 
     async def make_store(self, codec: Codec) -> EventStore:
         return await PostgresEventStore.open(self.url, codec, pool_max=8)
+
+
+@postgres
+class TestPostgresInlineProjections(InlineProjectionContract):
+    dense_positions = False  # a failed append's positions are holes that never fill
+
+    @pytest.fixture(autouse=True)
+    def _where(self, pg_url: str) -> None:
+        self.url = pg_url
+
+    async def make_store(self, codec: Codec, inline: Sequence[Projection]) -> EventStore:
+        return await PostgresEventStore.open(self.url, codec, inline=inline, pool_max=8)
 
 
 # -- inline handlers ------------------------------------------------------------------------

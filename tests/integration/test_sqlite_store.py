@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +23,21 @@ from cqrskit import (
     IntegrityError,
     OperationalError,
     Projection,
-    RecordedEvent,
     Repository,
     SchemaError,
-    SqlTx,
     StoreClosed,
     UniqueViolation,
-    handles,
 )
 from cqrskit.backends.sqlite import SqliteEventStore
 from tests.contracts.eventstore import Deposited, EventStoreContract, Renamed, contract_codec
+from tests.contracts.inline import (
+    InlineProjectionContract,
+    UserJoinedGroup,
+    UserRegistered,
+    Users,
+    all_users,
+    users_codec,
+)
 
 
 class TestSqliteEventStore(EventStoreContract):
@@ -44,54 +49,16 @@ class TestSqliteEventStore(EventStoreContract):
         return await SqliteEventStore.open(self.path, codec)
 
 
+class TestSqliteInlineProjections(InlineProjectionContract):
+    @pytest.fixture(autouse=True)
+    def _where(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "write.db"
+
+    async def make_store(self, codec: Codec, inline: Sequence[Projection]) -> EventStore:
+        return await SqliteEventStore.open(self.path, codec, inline=inline)
+
+
 # -- a write model kept inline: users with a unique email ------------------------------------
-
-
-@dataclass(frozen=True)
-class UserRegistered(Event):
-    user_id: str
-    email: str
-
-
-@dataclass(frozen=True)
-class UserJoinedGroup(Event):
-    user_id: str
-
-
-class Users(Projection):
-    name = "users"
-    tables = ("users", "memberships")
-
-    def create_schema(self, tx: SqlTx) -> None:
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY,"
-            " email TEXT NOT NULL UNIQUE, position INTEGER NOT NULL)"
-        )
-        # Deferred: the foreign key is checked at COMMIT, which lets a test make COMMIT fail.
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS memberships (user_id TEXT NOT NULL"
-            " REFERENCES users (user_id) DEFERRABLE INITIALLY DEFERRED)"
-        )
-
-    @handles(UserRegistered)
-    def on_registered(self, tx: SqlTx, event: UserRegistered, record: RecordedEvent) -> None:
-        tx.execute(
-            "INSERT INTO users (user_id, email, position) VALUES (?, ?, ?)",
-            (event.user_id, event.email, record.position),
-        )
-
-    @handles(UserJoinedGroup)
-    def on_joined(self, tx: SqlTx, event: UserJoinedGroup, record: RecordedEvent) -> None:
-        if event.user_id == "explode":
-            raise RuntimeError("handler bug")
-        tx.execute("INSERT INTO memberships (user_id) VALUES (?)", (event.user_id,))
-
-
-def users_codec() -> Codec:
-    codec = contract_codec()
-    codec.register(UserRegistered)
-    codec.register(UserJoinedGroup)
-    return codec
 
 
 @pytest.fixture
@@ -99,13 +66,6 @@ async def users_store(tmp_path: Path) -> Any:
     store = await SqliteEventStore.open(tmp_path / "write.db", users_codec(), inline=[Users()])
     yield store
     await store.close()
-
-
-async def all_users(store: EventStore) -> list[tuple[str, str, int]]:
-    rows = await store.query(
-        lambda tx: tx.fetchall("SELECT user_id, email, position FROM users ORDER BY position")
-    )
-    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def register(user_id: str, email: str) -> list[Event]:
