@@ -38,12 +38,13 @@ from cqrskit import CqrsKitError, RebuildProgress, rebuild
 from .api import create_app
 from .api.schemas import STATUS_FIELDS
 from .infrastructure.bootstrap import bootstrap
+from .infrastructure.logs import OneLineFormatter
 from .infrastructure.settings import Settings
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, help="The social reference service built on cqrskit.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever its length
 
 DataDir = Annotated[
     Path | None,
@@ -62,6 +63,20 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def _settings(data_dir: Path | None, write_url: str | None, read_url: str | None) -> Settings:
     return Settings.from_env(data_dir=data_dir, write_url=write_url, read_url=read_url)
+
+
+EXIT_USAGE = 2
+"""Exit status of a command given something that cannot be right (as for a bad option)."""
+
+
+def _existing(settings: Settings) -> Settings:
+    """``settings``, for a command that works on what ``serve`` wrote: on SQLite, a data
+    directory that does not exist is refused in one line (a typo in ``--data-dir`` would
+    otherwise create an empty one, with a fresh secret, and report on nothing)."""
+    if settings.write_url is None and not settings.data_dir.is_dir():
+        err.print(f"error: no data directory at {settings.data_dir}: is --data-dir right?")
+        raise typer.Exit(EXIT_USAGE)
+    return settings
 
 
 def _run(coro: Coroutine[Any, Any, int], *, uvloop_loop: bool = False) -> None:
@@ -254,7 +269,7 @@ def rebuild_command(
     read_url: ReadUrl = None,
 ) -> None:
     """Rebuild read models by replaying the event store; safe while the service runs."""
-    _run(_rebuild(_settings(data_dir, write_url, read_url), name))
+    _run(_rebuild(_existing(_settings(data_dir, write_url, read_url)), name))
 
 
 @app.command()
@@ -265,13 +280,11 @@ def status(
     read_url: ReadUrl = None,
 ) -> None:
     """Position, head, lag and state of each projection."""
-    _run(_status(_settings(data_dir, write_url, read_url), as_json))
+    _run(_status(_existing(_settings(data_dir, write_url, read_url)), as_json))
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     app()

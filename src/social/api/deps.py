@@ -17,7 +17,10 @@ from ..domain.values import is_clean_text
 from ..infrastructure.bootstrap import Container
 from .errors import BadRequest
 
-__all__ = ["Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
+__all__ = ["MAX_POSITION_DIGITS", "Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
+
+MAX_POSITION_DIGITS = 19
+"""A position is a signed 64-bit integer (BIGINT) in every store."""
 
 
 async def _container(request: Request) -> Container:
@@ -67,8 +70,12 @@ async def _min_position(x_min_position: Annotated[str | None, Header()] = None) 
     if x_min_position is None:
         return None
     value = x_min_position.strip()
-    if not (value.isascii() and value.isdigit()):
-        raise BadRequest("X-Min-Position must be a non-negative integer")
+    # Bounded before int(): Python refuses to convert more than 4,300 digits (a 500), and
+    # no position is longer than a BIGINT's 19 digits.
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_POSITION_DIGITS):
+        raise BadRequest(
+            f"X-Min-Position must be a non-negative integer of at most {MAX_POSITION_DIGITS} digits"
+        )
     return int(value)
 
 

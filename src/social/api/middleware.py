@@ -15,7 +15,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import BodyTooLarge
 
-__all__ = ["Guard"]
+__all__ = ["RESPONSE_HEADERS", "Guard"]
+
+RESPONSE_HEADERS = (
+    # Browsers must not guess a type other than the one declared (a JSON body that looks
+    # like HTML is not to run as a page).
+    (b"x-content-type-options", b"nosniff"),
+    # Tokens and personal data (emails, names) must stay out of every cache on the way;
+    # nothing here is worth caching anyway: reads are read-your-writes.
+    (b"cache-control", b"no-store"),
+)
+"""Added to every response."""
 
 log = logging.getLogger("social.api")
 
@@ -42,7 +52,8 @@ async def _send_json(
 
 
 class Guard:
-    """Every HTTP request goes through three guards, outermost first:
+    """Every HTTP request goes through three guards, outermost first (and every response
+    gets :data:`RESPONSE_HEADERS`):
 
     - the catch-all: a bug becomes a logged traceback and a JSON 500, never a dropped
       connection;
@@ -72,6 +83,7 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message["headers"] = [*message.get("headers", ()), *RESPONSE_HEADERS]
             await send(message)
 
         try:
@@ -96,7 +108,7 @@ class Guard:
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await _send_json(send, 500, {"error": "Internal server error"})
+                await _send_json(tracking_send, 500, {"error": "Internal server error"})
 
     async def _limited(
         self, scope: Scope, receive: Receive, send: Send, started: Callable[[], bool]

@@ -1,6 +1,7 @@
 """Bearer tokens: ``base64url(user id "." expiry) "." base64url(HMAC-SHA256)``.
 
-Stateless: any process holding the secret verifies them; they expire (default 24 h).
+Stateless: any process holding the secret verifies them; they expire (default 24 h). Only
+the exact form the server issued is accepted (unpadded base64url, canonical encoding).
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode what :func:`_b64` made, and only that: the decoder accepts other spellings
+    of the same bytes (padding, non-zero trailing bits), which must not pass for the
+    token the server issued."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not in the form the server issues")
+    return data
 
 
 class TokenService:

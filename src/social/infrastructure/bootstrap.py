@@ -184,7 +184,7 @@ async def open_backends(
         pg_store = await PostgresEventStore.open(settings.write_url, codec, inline=inline)
         return pg_store, PostgresDatabase(settings.read_url)
     data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     sqlite_store = await SqliteEventStore.open(data / "write.db", codec, inline=inline)
     return sqlite_store, SqliteDatabase(data / "read.db")
 

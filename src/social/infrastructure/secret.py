@@ -21,7 +21,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     path = data_dir / _FILE
     if path.exists():
         return path.read_bytes().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode("ascii")
     tmp = data_dir / f".{_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -55,7 +55,7 @@ def open_log(
 ) -> tuple[sqlite3.Connection, int]:
     """The write connection of the log at ``path`` and its head, with the schema (and the
     inline projections' tables) in place; a v1 file is upgraded to v2 in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     conn = connect(path, synchronous=synchronous)
     try:
         conn.execute("BEGIN IMMEDIATE")

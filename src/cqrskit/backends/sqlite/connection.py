@@ -11,6 +11,7 @@ wait for each other instead of failing. Driver errors are converted to
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -38,6 +39,11 @@ __all__ = [
 def connect(
     path: str | Path, *, synchronous: str = "FULL", readonly: bool = False
 ) -> sqlite3.Connection:
+    """A connection to the file at ``path``; a new file is created readable and writable
+    by its owner only (0600: it holds whatever the events and read models hold, personal
+    data included), and SQLite gives its -wal and -shm files the same mode."""
+    if not readonly:
+        _create_private(Path(path))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA busy_timeout = 30000")
     if not readonly:
@@ -47,6 +53,13 @@ def connect(
     if readonly:
         conn.execute("PRAGMA query_only = 1")
     return conn
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite takes an empty file
+    for a new database)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:

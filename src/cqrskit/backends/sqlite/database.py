@@ -80,7 +80,7 @@ class SqliteDatabase:
 
     def writer_connection(self) -> sqlite3.Connection:
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._writer = connect(self.path, synchronous=self._synchronous)
         return self._writer
 

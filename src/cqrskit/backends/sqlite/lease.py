@@ -64,8 +64,8 @@ class SqliteLease:
             return await self.renew(name)
         path = self.lock_file(name)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise OperationalError(f"cannot open the lease file {path}: {exc}") from exc
         try:

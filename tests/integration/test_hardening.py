@@ -1,0 +1,198 @@
+"""Hardening (issue 14, the "Hardening" lines of the contract): what an attacker, a typo or
+a shared machine found, each checked here. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from social import cli
+from social.api import create_app
+from social.application.tokens import InvalidToken, TokenService
+from social.domain import ScryptParams
+from social.infrastructure.logs import OneLineFormatter
+from social.infrastructure.settings import Settings
+from tests.integration.test_social_api import PASSWORD, error, signup
+
+
+def settings_in(data_dir: Path, *, secret: bytes | None = b"t" * 32) -> Settings:
+    return Settings(
+        data_dir=data_dir, secret=secret, scrypt=ScryptParams(n=2**10), min_position_timeout=0.3
+    )
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
+    app = create_app(settings_in(tmp_path))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
+        yield client
+
+
+# -- X-Min-Position: a 400, never a 500 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["9" * 20, "1" * 4301, "1" + "0" * 19])
+async def test_an_over_long_min_position_is_400(client: httpx.AsyncClient, value: str) -> None:
+    user_id, _ = await signup(client, "ann@example.com")
+    resp = await client.get(f"/users/{user_id}", headers={"X-Min-Position": value})
+    assert "19 digits" in error(resp, 400)["error"]
+
+
+async def test_a_min_position_of_19_digits_is_a_position(client: httpx.AsyncClient) -> None:
+    user_id, _ = await signup(client, "ann@example.com")
+    resp = await client.get(f"/users/{user_id}", headers={"X-Min-Position": "9" * 19})
+    error(resp, 503)  # not reached in time: the usual answer, with Retry-After
+    assert resp.headers["Retry-After"]
+
+
+# -- tokens: only the exact form the server issued ---------------------------------------------
+
+
+URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_a_token_is_accepted_only_in_the_form_it_was_issued() -> None:
+    tokens = TokenService(b"k" * 32, clock=lambda: 1_000.0)
+    token = tokens.issue("user-1")
+    assert tokens.verify(token) == "user-1"
+    body, signature = token.split(".")
+    # A 32-byte signature is 43 characters: the last one carries 2 unused bits, which the
+    # decoder ignores, so another last character spells the same bytes.
+    last = URLSAFE.index(signature[-1])
+    assert last % 4 == 0
+    same_bytes = signature[:-1] + URLSAFE[last + 1]
+    assert base64.urlsafe_b64decode(same_bytes + "=") == base64.urlsafe_b64decode(signature + "=")
+    for form in [
+        f"{token}=",
+        f"{token}==",
+        f"{body}=.{signature}",
+        f"{body}.{same_bytes}",
+        f"{body}.{signature}.",
+        f" {token}",
+    ]:
+        with pytest.raises(InvalidToken):
+            tokens.verify(form)
+
+
+async def test_a_token_with_padding_appended_is_401(client: httpx.AsyncClient) -> None:
+    _, auth = await signup(client, "ann@example.com")
+    padded = {"Authorization": auth["Authorization"] + "=="}
+    resp = await client.post("/posts", json={"content": "hi"}, headers=padded)
+    error(resp, 401)
+    assert (await client.post("/posts", json={"content": "hi"}, headers=auth)).status_code == 201
+
+
+# -- headers on every response ------------------------------------------------------------------
+
+
+async def test_every_response_says_nosniff_and_no_store(client: httpx.AsyncClient) -> None:
+    user_id, auth = await signup(client, "ann@example.com")
+    responses = [
+        await client.get("/health"),
+        await client.post("/sessions", json={"email": "ann@example.com", "password": PASSWORD}),
+        await client.get(f"/users/{user_id}", headers=auth),
+        await client.get("/users/nobody"),
+        await client.post("/users", content=b"{not json"),
+        await client.get("/no/such/route"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 404, 400, 404]
+    for resp in responses:
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Cache-Control"] == "no-store"
+
+
+# -- files readable by the service's user only -------------------------------------------------
+
+
+def private(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+async def test_files_the_service_creates_are_readable_by_its_user_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = create_app(settings_in(data, secret=None))  # the key is made in the data dir
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
+            await signup(client, "ann@example.com")
+    created = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
+    assert {"write.db", "read.db", "secret.key", "read.db-leases"} <= set(created)
+    assert [p for p in created if not private(data / p)] == []
+    assert private(data)
+
+
+def test_a_database_file_that_exists_keeps_its_mode(tmp_path: Path) -> None:
+    from cqrskit.backends.sqlite.connection import connect
+
+    path = tmp_path / "shared.db"
+    path.touch(mode=0o640)
+    os.chmod(path, 0o640)  # the operator's choice stands
+    connect(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+# -- read-only commands on a mistyped data directory -------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["rebuild"]])
+def test_commands_on_a_missing_data_directory_refuse_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    typo = tmp_path / "dtaa"
+    result = CliRunner().invoke(cli.app, [*command, "--data-dir", str(typo)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "no data directory at" in lines[0]
+    assert "dtaa" in lines[0]
+    assert not typo.exists()
+
+
+# -- log lines a request cannot forge ----------------------------------------------------------
+
+
+def test_a_log_message_is_one_line_whatever_it_carries() -> None:
+    formatter = OneLineFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord(
+        "social.api",
+        logging.WARNING,
+        __file__,
+        1,
+        "GET %s: slow",
+        ("/x\nCRITICAL forged\r\x1b[2J\u2028",),
+        None,
+    )
+    line = formatter.format(record)
+    assert "\n" not in line
+    assert "\r" not in line
+    assert "\x1b" not in line
+    assert "\u2028" not in line
+    assert line == "WARNING GET /x\\nCRITICAL forged\\r\\x1b[2J\\u2028: slow"
+
+
+def test_a_traceback_keeps_its_lines() -> None:
+    formatter = OneLineFormatter("%(message)s")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = formatter.format(record)
+    assert text.startswith("failed\nTraceback")
+    assert text.rstrip().endswith("RuntimeError: boom")
