@@ -4,25 +4,32 @@ a shared machine found, each checked here. Each test failed before its fix."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
+import sqlite3
 import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from cqrskit import Codec, EventStore
+from cqrskit.backends.postgres import PostgresEventStore
+from cqrskit.backends.sqlite import SqliteEventStore
 from social import cli
 from social.api import create_app
 from social.application.tokens import InvalidToken, TokenService
-from social.domain import ScryptParams
+from social.domain import ALL_EVENTS, ScryptParams
 from social.infrastructure.logs import OneLineFormatter
 from social.infrastructure.settings import Settings
-from tests.integration.test_social_api import PASSWORD, error, signup
+from social.infrastructure.write_model import KEY_VERSION, UsersTable, find_login
+from tests.integration.test_social_api import PASSWORD, at, error, signup
 
 
 def settings_in(data_dir: Path, *, secret: bytes | None = b"t" * 32) -> Settings:
@@ -196,3 +203,123 @@ def test_a_traceback_keeps_its_lines() -> None:
     text = formatter.format(record)
     assert text.startswith("failed\nTraceback")
     assert text.rstrip().endswith("RuntimeError: boom")
+
+
+# -- one account per address, however it is spelled -------------------------------------------
+
+COMPOSED = "Jos\u00e9@example.com"
+DECOMPOSED = "Jose\u0301@example.com"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (COMPOSED, DECOMPOSED),
+        (DECOMPOSED, COMPOSED.upper()),
+        ("stra\u00dfe@example.com", "STRASSE@example.com"),
+    ],
+)
+async def test_an_address_spelled_otherwise_is_the_same_account(
+    client: httpx.AsyncClient, first: str, second: str
+) -> None:
+    await signup(client, first)
+    resp = await client.post("/users", json={"email": second, "password": PASSWORD})
+    error(resp, 409)
+    login = await client.post("/sessions", json={"email": second, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+
+
+V1_USERS = (
+    "CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL,"
+    " email_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+    " created_at TEXT NOT NULL, position BIGINT NOT NULL)"
+)
+# Keys as version 1 made them (lower()): the first two are one address now, the third
+# changes its key ("ß" folds to "ss"), the fourth keeps it.
+V1_ROWS = [
+    ("a", "\u00c9mile@x.io", "\u00e9mile@x.io", 1),
+    ("b", "E\u0301mile@x.io", "e\u0301mile@x.io", 2),
+    ("c", "Stra\u00dfe@x.io", "stra\u00dfe@x.io", 3),
+    ("d", "plain@x.io", "plain@x.io", 4),
+]
+
+
+async def check_rekeyed(store: EventStore, caplog: pytest.LogCaptureFixture) -> None:
+    logins = {
+        spelling: await store.query(lambda tx, s=spelling: find_login(tx, s))
+        for spelling in ["E\u0301MILE@x.io", "\u00e9mile@x.io", "STRASSE@x.io", "Plain@X.io"]
+    }
+    assert {k: v[0] if v else None for k, v in logins.items()} == {
+        "E\u0301MILE@x.io": "a",  # the first registered keeps the address
+        "\u00e9mile@x.io": "a",
+        "STRASSE@x.io": "c",
+        "Plain@X.io": "d",
+    }
+    rows = await store.query(lambda tx: tx.fetchall("SELECT id, email_lower FROM users"))
+    assert dict(rows)["b"] == "#b"
+    version = await store.query(lambda tx: tx.fetchone("SELECT key_version FROM users_schema"))
+    assert version == (KEY_VERSION,)
+    assert any("users a and b have one address" in r.getMessage() for r in caplog.records)
+
+
+async def test_version_1_keys_are_recomputed_once_on_sqlite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "write.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(V1_USERS)
+        conn.executemany("INSERT INTO users VALUES (?, ?, ?, 'hash', '2026-01-01', ?)", V1_ROWS)
+        conn.commit()
+    caplog.set_level(logging.WARNING, logger="social.write_model")
+    store = await SqliteEventStore.open(path, Codec(ALL_EVENTS), inline=[UsersTable()])
+    try:
+        await check_rekeyed(store, caplog)
+    finally:
+        await store.close()
+    caplog.clear()
+    store = await SqliteEventStore.open(path, Codec(ALL_EVENTS), inline=[UsersTable()])
+    await store.close()
+    assert caplog.records == []  # once: the version says it is done
+
+
+@pytest.mark.postgres
+async def test_version_1_keys_are_recomputed_once_on_postgresql(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(V1_USERS)
+        for row in V1_ROWS:
+            conn.execute("INSERT INTO users VALUES (%s, %s, %s, 'hash', '2026-01-01', %s)", row)
+    caplog.set_level(logging.WARNING, logger="social.write_model")
+    store = await PostgresEventStore.open(pg_url, Codec(ALL_EVENTS), inline=[UsersTable()])
+    try:
+        await check_rekeyed(store, caplog)
+    finally:
+        await store.close()
+
+
+# -- a valid token of a user that does not exist authenticates nobody -------------------------
+
+
+async def test_a_token_of_a_user_that_does_not_exist_is_401_on_every_user_route(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    real, real_auth = await signup(client, "ann@example.com")
+    ghost = {"Authorization": f"Bearer {app.state.container.tokens.issue('ghost')}"}
+    attempts = [
+        await client.post("/posts", json={"content": "boo"}, headers=ghost),
+        await client.put(f"/users/{real}/followers/me", headers=ghost),
+        await client.delete(f"/users/{real}/followers/me", headers=ghost),
+        await client.patch("/users/ghost", json={"version": 1, "display_name": "G"}, headers=ghost),
+        await client.patch(
+            f"/users/{real}", json={"version": 1, "display_name": "G"}, headers=ghost
+        ),
+    ]
+    for resp in attempts:
+        error(resp, 401)
+    post = await client.post("/posts", json={"content": "mine"}, headers=real_auth)
+    assert post.status_code == 201  # the real token still works
+    profile = await client.get(f"/users/{real}", headers=at(post) | real_auth)
+    assert profile.json()["follower_count"] == 0
+    followers = await client.get(f"/users/{real}/followers", headers=at(post))
+    assert followers.json()["items"] == []

@@ -26,6 +26,7 @@ from social.domain import (
     InvalidValue,
     NotAllowed,
     ScryptParams,
+    UnknownActor,
     User,
     UserNotFound,
     UserRegistered,
@@ -138,7 +139,9 @@ async def test_create_post_needs_an_author_and_content(bus: CommandBus) -> None:
     assert result.position == 2
     with pytest.raises(InvalidValue):
         await bus.dispatch(CreatePost(ann, "x" * 5001))
-    with pytest.raises(UserNotFound):
+    # An author that does not exist is a request authenticated as nobody (the contract's
+    # hardening: 401 at the edge), not a missing resource.
+    with pytest.raises(UnknownActor):
         await bus.dispatch(CreatePost("nobody", "hello"))
 
 

@@ -21,6 +21,7 @@ from ..domain import (
     InvalidCredentials,
     InvalidValue,
     NotAllowed,
+    UnknownActor,
     UserNotFound,
 )
 
@@ -44,6 +45,7 @@ STATUS_OF: dict[type[Exception], int] = {
     BadRequest: 400,
     InvalidToken: 401,
     InvalidCredentials: 401,
+    UnknownActor: 401,
     NotAllowed: 403,
     UserNotFound: 404,
     EmailAlreadyRegistered: 409,

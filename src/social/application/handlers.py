@@ -16,6 +16,7 @@ from ..domain import (
     Follow,
     Post,
     ScryptParams,
+    UnknownActor,
     User,
     UserNotFound,
     hash_password,
@@ -79,7 +80,9 @@ class CommandHandlers:
     async def update_profile(self, cmd: UpdateProfile) -> UserVersion:
         user = await self._users.load(cmd.user_id)
         if not user.exists:
-            raise UserNotFound(cmd.user_id)
+            raise UnknownActor() if cmd.actor_id == cmd.user_id else UserNotFound(cmd.user_id)
+        if cmd.actor_id != cmd.user_id:
+            await self._require_actor(cmd.actor_id)  # not authenticated before not allowed
         user.update_profile(cmd.actor_id, cmd.display_name, cmd.avatar_url, self._clock())
         if user.committed_version != cmd.version:
             raise ConcurrencyError(User.stream_id(user.id), cmd.version, user.committed_version)
@@ -89,12 +92,13 @@ class CommandHandlers:
         return UserVersion(user.id, user.version)
 
     async def create_post(self, cmd: CreatePost) -> PostId:
-        await self._require_user(cmd.author_id)
+        await self._require_actor(cmd.author_id)
         post = Post.create(new_id(), cmd.author_id, cmd.content, self._clock())
         await self._posts.save(post)
         return PostId(post.id)
 
     async def follow_user(self, cmd: FollowUser) -> Following:
+        await self._require_actor(cmd.follower_id)
         await self._require_user(cmd.followee_id)
         follow = await self._follows.load(Follow.pair_id(cmd.follower_id, cmd.followee_id))
         follow.follow(cmd.follower_id, cmd.followee_id, self._clock())
@@ -102,6 +106,7 @@ class CommandHandlers:
         return Following(True)
 
     async def unfollow_user(self, cmd: UnfollowUser) -> Following:
+        await self._require_actor(cmd.follower_id)
         await self._require_user(cmd.followee_id)
         follow = await self._follows.load(Follow.pair_id(cmd.follower_id, cmd.followee_id))
         follow.unfollow(cmd.follower_id, cmd.followee_id, self._clock())
@@ -111,3 +116,9 @@ class CommandHandlers:
     async def _require_user(self, user_id: str) -> None:
         if await self._store.stream_version(User.stream_id(user_id)) == 0:
             raise UserNotFound(user_id)
+
+    async def _require_actor(self, user_id: str) -> None:
+        """The user a command acts as exists: a valid token of a user that does not exist
+        (any more: a restored backup) authenticates nobody."""
+        if await self._store.stream_version(User.stream_id(user_id)) == 0:
+            raise UnknownActor()

@@ -18,6 +18,7 @@ from .user import (
     InvalidCredentials,
     Keep,
     NotAllowed,
+    UnknownActor,
     User,
     UserNotFound,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "PostCreated",
     "ScryptParams",
     "SocialError",
+    "UnknownActor",
     "User",
     "UserFollowed",
     "UserNotFound",

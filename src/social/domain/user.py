@@ -17,6 +17,7 @@ __all__ = [
     "InvalidCredentials",
     "Keep",
     "NotAllowed",
+    "UnknownActor",
     "User",
     "UserNotFound",
 ]
@@ -32,6 +33,14 @@ class InvalidCredentials(SocialError):
 
     def __init__(self) -> None:
         super().__init__("Invalid email or password")
+
+
+class UnknownActor(SocialError):
+    """The user a request acts as (the token's) does not exist, or no longer: the request
+    is not authenticated, whatever the token's signature says."""
+
+    def __init__(self) -> None:
+        super().__init__("Invalid or expired token")
 
 
 class UserNotFound(SocialError):

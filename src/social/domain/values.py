@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from .errors import InvalidValue
@@ -52,8 +53,11 @@ def normalize_email(email: str) -> str:
 
 
 def email_key(email: str) -> str:
-    """The case-insensitive identity of an address: what uniqueness and login compare."""
-    return email.strip().lower()
+    """The identity of an address, what uniqueness and login compare: however it is
+    spelled, one account. Unicode normalization (NFC: a composed and a decomposed "é" are
+    one letter) and case folding (finer than lower(): "ß" and "SS" fold alike), then NFC
+    again (folding may decompose, as "İ" does)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email.strip()).casefold())
 
 
 def validate_password(password: str) -> None:

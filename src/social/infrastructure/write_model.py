@@ -1,19 +1,34 @@
 """The write model's ``users`` table, kept by an inline projection in the append's transaction.
 
-Its ``UNIQUE (email_lower)`` is what makes registration unique case-insensitively: a second
-registration of an address fails its append whole (``UniqueViolation``), whatever the
-concurrency. It also serves login lookups. Never exposed to reads of the API other than
-authentication.
+Its ``UNIQUE (email_lower)`` is what makes registration unique however an address is
+spelled (the column holds :func:`~social.domain.values.email_key`: NFC and case folding;
+its name is from when it held ``lower()``): a second registration of an address fails its
+append whole (``UniqueViolation``), whatever the concurrency. It also serves login
+lookups. Never exposed to reads of the API other than authentication.
+
+``users_schema`` records which key the rows hold. Version 1 held ``lower()``; opening a
+version 1 table recomputes every key once, in the schema transaction. Two accounts whose
+addresses only the new key tells apart (registered before it) cannot both keep the
+address: the first registered keeps it, a later one gets a key no address matches (it can
+no longer log in by email), and a warning names both.
 """
 
 from __future__ import annotations
+
+import logging
 
 from cqrskit import Projection, RecordedEvent, SqlTx, handles
 
 from ..domain import UserRegistered
 from ..domain.values import email_key
 
-__all__ = ["UsersTable", "find_login"]
+__all__ = ["KEY_VERSION", "UsersTable", "find_login"]
+
+log = logging.getLogger("social.write_model")
+
+
+KEY_VERSION = 2
+"""Version of ``users.email_lower``: 1 ``lower()``, 2 :func:`email_key`."""
 
 
 class UsersTable(Projection):
@@ -30,6 +45,15 @@ class UsersTable(Projection):
             " created_at TEXT NOT NULL,"
             " position BIGINT NOT NULL)"
         )
+        tx.execute("CREATE TABLE IF NOT EXISTS users_schema (key_version INTEGER NOT NULL)")
+        row = tx.fetchone("SELECT key_version FROM users_schema")
+        if row is None:
+            # A table that existed before users_schema holds version 1 keys; a new one none.
+            tx.execute("INSERT INTO users_schema (key_version) VALUES (1)")
+            row = (1,)
+        if int(row[0]) < KEY_VERSION:
+            _rekey(tx)
+            tx.execute("UPDATE users_schema SET key_version = ?", (KEY_VERSION,))
 
     @handles(UserRegistered)
     def on_registered(self, tx: SqlTx, event: UserRegistered, record: RecordedEvent) -> None:
@@ -45,6 +69,33 @@ class UsersTable(Projection):
                 record.position,
             ),
         )
+
+
+def _rekey(tx: SqlTx) -> None:
+    """Every row's key recomputed with :func:`email_key`, in registration order."""
+    rows = tx.fetchall("SELECT id, email, email_lower FROM users ORDER BY position")
+    wanted: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for user_id, email, old in rows:
+        key = email_key(email)
+        if key in wanted:  # an earlier account has it: this one can no longer log in
+            log.warning(
+                "users %s and %s have one address under the new comparison: %s keeps it",
+                wanted[key],
+                user_id,
+                wanted[key],
+            )
+            key = f"#{user_id}"  # no address matches it: every address has an "@"
+        else:
+            wanted[key] = user_id
+        if key != old:
+            keys[user_id] = key
+    # Through temporary keys: a new key may be another row's old one (UNIQUE holds at
+    # every statement).
+    for user_id in keys:
+        tx.execute("UPDATE users SET email_lower = ? WHERE id = ?", (f"~{user_id}", user_id))
+    for user_id, key in keys.items():
+        tx.execute("UPDATE users SET email_lower = ? WHERE id = ?", (key, user_id))
 
 
 def find_login(tx: SqlTx, email: str) -> tuple[str, str, int] | None:
