@@ -3,6 +3,7 @@ a shared machine found, each checked here. Each test failed before its fix."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
@@ -323,3 +324,31 @@ async def test_a_token_of_a_user_that_does_not_exist_is_401_on_every_user_route(
     assert profile.json()["follower_count"] == 0
     followers = await client.get(f"/users/{real}/followers", headers=at(post))
     assert followers.json()["items"] == []
+
+
+# -- password guessing is throttled per account -------------------------------------------------
+
+
+async def test_repeated_failed_logins_are_throttled_then_logged(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await signup(client, "ann@example.com")
+    await signup(client, "bob@example.com")
+    caplog.set_level(logging.WARNING, logger="social.auth")
+    wrong = {"email": "ANN@example.com", "password": "not-the-one"}
+    for _ in range(5):
+        error(await client.post("/sessions", json=wrong), 401)
+    right = {"email": "ann@example.com", "password": PASSWORD}
+    refused = await client.post("/sessions", json=right)  # even the right password waits
+    error(refused, 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    other = await client.post("/sessions", json={"email": "bob@example.com", "password": PASSWORD})
+    assert other.status_code == 200  # another account is not affected
+    lines = [r.getMessage() for r in caplog.records if r.name == "social.auth"]
+    assert [line.split(" for account ")[0] for line in lines] == [
+        f"failed login {n} in a row" for n in range(1, 6)
+    ]
+    assert len({line.split(" for account ")[1] for line in lines}) == 1  # one account's tag
+    assert not any("ann" in line.lower() for line in lines)  # never the address
+    await asyncio.sleep(int(refused.headers["Retry-After"]) + 0.1)
+    assert (await client.post("/sessions", json=right)).status_code == 200

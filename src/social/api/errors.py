@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from cqrskit import ConcurrencyError, ConsistencyTimeout, OperationalError
 
+from ..application.throttle import TooManyAttempts
 from ..application.tokens import InvalidToken
 from ..domain import (
     CannotFollowSelf,
@@ -45,6 +46,7 @@ STATUS_OF: dict[type[Exception], int] = {
     BadRequest: 400,
     InvalidToken: 401,
     InvalidCredentials: 401,
+    TooManyAttempts: 429,
     UnknownActor: 401,
     NotAllowed: 403,
     UserNotFound: 404,
@@ -87,6 +89,8 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
             )
         case InvalidToken():
             return error_response(status, str(exc), headers={"WWW-Authenticate": "Bearer"})
+        case TooManyAttempts():
+            return error_response(status, str(exc), headers={"Retry-After": str(exc.retry_after)})
     return error_response(status, str(exc))
 
 

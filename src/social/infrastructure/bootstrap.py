@@ -59,6 +59,7 @@ from ..application.queries import (
     ListFollowing,
     ListPosts,
 )
+from ..application.throttle import LoginThrottle
 from ..application.tokens import TokenService
 from ..domain import ALL_EVENTS, hash_password
 from .metrics import Metrics
@@ -217,7 +218,7 @@ async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDat
     commands.register(UnfollowUser, handlers.unfollow_user, retry_on_conflict=True)
 
     dummy_hash = await asyncio.to_thread(hash_password, "not-a-password", settings.scrypt)
-    reads = ReadQueries(db, store, dummy_hash)
+    reads = ReadQueries(db, store, dummy_hash, LoginThrottle())
     queries = QueryBus()
     queries.use(timing_middleware(metrics.observe))
     queries.register(GetUser, reads.get_user)

@@ -4,6 +4,10 @@ projection it reads, taken in the same read transaction (the ``X-Position`` it a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,11 +27,14 @@ from ..application.queries import (
     decode_cursor,
     encode_cursor,
 )
+from ..application.throttle import LoginThrottle
 from ..domain import InvalidCredentials, UserNotFound, verify_password
-from ..domain.values import is_clean_text
+from ..domain.values import email_key, is_clean_text
 from .write_model import find_login
 
 __all__ = ["ReadQueries"]
+
+log = logging.getLogger("social.auth")
 
 T = TypeVar("T")
 
@@ -65,11 +72,19 @@ def _page(rows: Sequence[Row], limit: int, make: Callable[[Row], T]) -> Page[T]:
 class ReadQueries:
     """The query handlers over the read database (and, for logins, the write model)."""
 
-    def __init__(self, db: ReadDatabase, store: EventStore, dummy_hash: str) -> None:
+    def __init__(
+        self,
+        db: ReadDatabase,
+        store: EventStore,
+        dummy_hash: str,
+        logins: LoginThrottle,
+    ) -> None:
         self._db = db
         self._store = store
         self._dummy_hash = dummy_hash
         """Verified against when the email is unknown, so both failures take as long."""
+        self._logins = logins
+        self._tag_key = secrets.token_bytes(16)
 
     async def get_user(self, query: GetUser) -> QueryResult[UserView]:
         def run(tx: SqlTx) -> tuple[Row | None, int]:
@@ -128,7 +143,20 @@ class ReadQueries:
         return rows, position
 
     async def authenticate(self, query: Authenticate) -> QueryResult[str]:
-        """The user id for matching credentials; the position is the registration's."""
+        """The user id for matching credentials; the position is the registration's.
+
+        Throttled per account (:class:`~social.application.throttle.LoginThrottle`): a
+        failure is logged with the account's pseudonym, never its address."""
+        account = email_key(query.email) if is_clean_text(query.email) else query.email
+        self._logins.check(account)
+        try:
+            return await self._authenticate(query)
+        except InvalidCredentials:
+            count = self._logins.failed(account)
+            log.warning("failed login %d in a row for account %s", count, self._pseudonym(account))
+            raise
+
+    async def _authenticate(self, query: Authenticate) -> QueryResult[str]:
         if not (is_clean_text(query.email) and is_clean_text(query.password)):
             raise InvalidCredentials()  # could not have been registered
         login: Any = await self._store.query(lambda tx: find_login(tx, query.email))
@@ -136,4 +164,11 @@ class ReadQueries:
         ok = await asyncio.to_thread(verify_password, query.password, encoded)
         if login is None or not ok:
             raise InvalidCredentials()
+        self._logins.succeeded(email_key(query.email))
         return QueryResult(login[0], login[2])
+
+    def _pseudonym(self, account: str) -> str:
+        """The same account gives the same tag for this process's life; the tag does not
+        give the address away (keyed with a secret of this process)."""
+        digest = hmac.new(self._tag_key, account.encode("utf-8", "replace"), hashlib.sha256)
+        return digest.hexdigest()[:12]
