@@ -27,6 +27,7 @@ from social import cli
 from social.api import create_app
 from social.application.tokens import InvalidToken, TokenService
 from social.domain import ALL_EVENTS, ScryptParams
+from social.infrastructure.bootstrap import bootstrap
 from social.infrastructure.logs import OneLineFormatter
 from social.infrastructure.settings import Settings
 from social.infrastructure.write_model import KEY_VERSION, UsersTable, find_login
@@ -352,3 +353,30 @@ async def test_repeated_failed_logins_are_throttled_then_logged(
     assert not any("ann" in line.lower() for line in lines)  # never the address
     await asyncio.sleep(int(refused.headers["Retry-After"]) + 0.1)
     assert (await client.post("/sessions", json=right)).status_code == 200
+
+
+# -- one token key per deployment on PostgreSQL -------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_a_token_from_one_process_is_accepted_by_another_on_postgresql(
+    pg_url_pair: tuple[str, str], tmp_path: Path
+) -> None:
+    write_url, read_url = pg_url_pair
+    containers = []
+    try:
+        for workdir in ("api-1", "api-2"):  # two working directories, no SOCIAL_SECRET
+            settings = Settings(
+                data_dir=tmp_path / workdir,
+                write_url=write_url,
+                read_url=read_url,
+                scrypt=ScryptParams(n=2**10),
+            )
+            containers.append(await bootstrap(settings))
+        first, second = containers
+        assert second.tokens.verify(first.tokens.issue("user-1")) == "user-1"
+        assert first.tokens.verify(second.tokens.issue("user-2")) == "user-2"
+        assert not (tmp_path / "api-1").exists()  # no key file in a working directory
+    finally:
+        for container in containers:
+            await container.close()

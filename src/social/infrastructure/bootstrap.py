@@ -67,7 +67,7 @@ from .queries import ReadQueries
 from .read_models import SqlFollowRows, SqlPostRows, SqlProfileRows
 from .secret import load_or_create_secret
 from .settings import Settings
-from .write_model import UsersTable
+from .write_model import TokenKeyTable, UsersTable, read_token_key
 
 __all__ = ["Container", "bootstrap", "open_backends", "read_models"]
 
@@ -192,7 +192,10 @@ async def open_backends(
 
 async def bootstrap(settings: Settings) -> Container:
     codec = Codec(ALL_EVENTS)
-    store, db = await open_backends(settings, codec, [UsersTable()])
+    inline: list[Projection] = [UsersTable()]
+    if settings.write_url:
+        inline.append(TokenKeyTable())  # the deployment's one key (see _token_key)
+    store, db = await open_backends(settings, codec, inline)
     try:
         return await _wire(settings, codec, store, db)
     except BaseException:
@@ -202,7 +205,7 @@ async def bootstrap(settings: Settings) -> Container:
 
 
 async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDatabase) -> Container:
-    secret = settings.secret or load_or_create_secret(settings.data_dir)
+    secret = await _token_key(settings, store)
     metrics = Metrics()
 
     handlers = CommandHandlers(store, settings.scrypt)
@@ -250,6 +253,17 @@ async def _wire(settings: Settings, codec: Codec, store: EventStore, db: ReadDat
         metrics=metrics,
         lease=lease,
     )
+
+
+async def _token_key(settings: Settings, store: EventStore) -> bytes:
+    """The token signing key: ``SOCIAL_SECRET`` when set; on PostgreSQL the one in the write
+    database, shared by every process of the deployment; on SQLite ``secret.key`` in the
+    data directory (one machine, one directory)."""
+    if settings.secret:
+        return settings.secret
+    if settings.write_url:
+        return await store.query(read_token_key)
+    return load_or_create_secret(settings.data_dir)
 
 
 def _lease_for(settings: Settings) -> ClosableLease:

@@ -16,13 +16,14 @@ no longer log in by email), and a warning names both.
 from __future__ import annotations
 
 import logging
+import secrets
 
-from cqrskit import Projection, RecordedEvent, SqlTx, handles
+from cqrskit import ConfigurationError, Projection, RecordedEvent, SqlTx, handles
 
 from ..domain import UserRegistered
 from ..domain.values import email_key
 
-__all__ = ["KEY_VERSION", "UsersTable", "find_login"]
+__all__ = ["KEY_VERSION", "TokenKeyTable", "UsersTable", "find_login", "read_token_key"]
 
 log = logging.getLogger("social.write_model")
 
@@ -104,3 +105,34 @@ def find_login(tx: SqlTx, email: str) -> tuple[str, str, int] | None:
         "SELECT id, password_hash, position FROM users WHERE email_lower = ?", (email_key(email),)
     )
     return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
+
+
+class TokenKeyTable(Projection):
+    """The token signing key of a deployment, kept in its write database.
+
+    Every process of a deployment on PostgreSQL opens the same write database, whatever
+    its working directory: the key made there once is the one they all sign and verify
+    with. It is made when the store opens, in the schema transaction that every starter
+    takes in turn (the migration lock): the first inserts a random key, the others find it
+    there. No event touches it.
+    """
+
+    name = "token_key"
+    tables = ("social_keys",)
+
+    def create_schema(self, tx: SqlTx) -> None:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS social_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        tx.execute(
+            "INSERT INTO social_keys (name, value) VALUES ('token', ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+
+
+def read_token_key(tx: SqlTx) -> bytes:
+    row = tx.fetchone("SELECT value FROM social_keys WHERE name = 'token'")
+    if row is None:  # the schema transaction makes it: a store opened without TokenKeyTable
+        raise ConfigurationError("the write database has no token key")
+    return str(row[0]).encode("ascii")
