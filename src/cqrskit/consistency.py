@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from .backoff import backoff_delays
 from .checkpoints import read_position
-from .errors import ConsistencyTimeout, OperationalError, PersistenceError
+from .errors import ConsistencyTimeout, OperationalError, PersistenceError, PositionBeyondLog
 from .eventstore import EventStore
 from .readside import ReadDatabase
 
@@ -100,7 +100,9 @@ async def wait_for_position(
     whichever process runs the projection. ``local``, when given, returns the in-process
     runner's checkpoint and an event set when it commits its next batch: then the wait
     ends as soon as the batch commits, without waiting for the next poll. Raises
-    :class:`~cqrskit.errors.ConsistencyTimeout` after ``timeout`` seconds.
+    :class:`~cqrskit.errors.ConsistencyTimeout` after ``timeout`` seconds, or
+    :class:`~cqrskit.errors.PositionBeyondLog` when by then the log does not even reach
+    ``position`` (no write produced it: retrying cannot help).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -125,6 +127,9 @@ async def wait_for_position(
         reached = max(reached, stored)
         remaining = deadline - loop.time()
         if remaining <= 0:
+            head = await store.head_position()
+            if not await store.position_reached(head, position):
+                raise PositionBeyondLog(name, position, reached, timeout, head)
             raise ConsistencyTimeout(name, position, reached, timeout)
         pause = min(delay, remaining)
         if committed is None:

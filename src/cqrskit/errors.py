@@ -19,6 +19,7 @@
     │   └── SchemaError               migrations missing or newer than this code
     ├── ProjectionError               a projection stopped (name, position, type, cause)
     ├── ConsistencyTimeout            wait_for did not see the position in time
+    │   └── PositionBeyondLog         ... and no write has produced it: the log ends before it
     └── StoreClosed                   using a store or runner after close()
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "IntegrityError",
     "OperationalError",
     "PersistenceError",
+    "PositionBeyondLog",
     "ProjectionError",
     "SchemaError",
     "SerializationError",
@@ -151,6 +153,19 @@ class ConsistencyTimeout(CqrsKitError):
             f"projection {projection!r} reached position {reached}, not {wanted},"
             f" within {timeout:.3g}s"
         )
+
+
+class PositionBeyondLog(ConsistencyTimeout):
+    """The wait ended and the position is still beyond the log's head: no write produced
+    it (a token from another deployment, or from before a restore). Waiting longer or
+    retrying cannot help, unlike a plain :class:`ConsistencyTimeout`."""
+
+    def __init__(
+        self, projection: str, wanted: int, reached: int, timeout: float, head: int
+    ) -> None:
+        super().__init__(projection, wanted, reached, timeout)
+        self.head = head
+        self.args = (f"position {wanted} is beyond the log, which ends at {head}",)
 
 
 class StoreClosed(CqrsKitError):

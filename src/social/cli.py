@@ -65,8 +65,12 @@ def _settings(data_dir: Path | None, write_url: str | None, read_url: str | None
     return Settings.from_env(data_dir=data_dir, write_url=write_url, read_url=read_url)
 
 
+EXIT_ERROR = 1
+"""Exit status of a command that failed at run time (the message says why)."""
 EXIT_USAGE = 2
 """Exit status of a command given something that cannot be right (as for a bad option)."""
+EXIT_CANNOT_LISTEN = 4
+"""Exit status of ``serve`` when it cannot listen on the address (in use, not allowed)."""
 
 
 def _existing(settings: Settings) -> Settings:
@@ -95,7 +99,7 @@ def _run(coro: Coroutine[Any, Any, int], *, uvloop_loop: bool = False) -> None:
             code = runner.run(coro)
     except CqrsKitError as exc:
         err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_ERROR) from None
     raise typer.Exit(code)
 
 
@@ -142,7 +146,11 @@ def _bind(host: str, port: int) -> socket.socket:
 async def _serve(
     settings: Settings, host: str, port: int, log_level: str, run_projections: bool
 ) -> int:
-    sock = _bind(host, port)
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        err.print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return EXIT_CANNOT_LISTEN
     real_port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings, run_projections=run_projections),

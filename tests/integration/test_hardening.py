@@ -8,8 +8,11 @@ import base64
 import contextlib
 import logging
 import os
+import re
+import socket
 import sqlite3
 import stat
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,11 +67,29 @@ async def test_an_over_long_min_position_is_400(client: httpx.AsyncClient, value
     assert "19 digits" in error(resp, 400)["error"]
 
 
-async def test_a_min_position_of_19_digits_is_a_position(client: httpx.AsyncClient) -> None:
+async def test_a_position_beyond_the_log_says_so(client: httpx.AsyncClient) -> None:
+    """19 digits is a position; this one no write produced. The contract's answer for a
+    position not reached in time stays (503 with Retry-After), and says why waiting
+    cannot help."""
     user_id, _ = await signup(client, "ann@example.com")
     resp = await client.get(f"/users/{user_id}", headers={"X-Min-Position": "9" * 19})
-    error(resp, 503)  # not reached in time: the usual answer, with Retry-After
+    body = error(resp, 503)
     assert resp.headers["Retry-After"]
+    assert "beyond the log" in body["error"]
+    assert body["head"] == 1
+
+
+async def test_a_position_the_log_has_is_a_plain_timeout(app: FastAPI) -> None:
+    """Reached by the log but not by the read model in time: no "beyond the log"."""
+    container = app.state.container
+    await container.stop_projections()  # nothing applies the log any more
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
+        user_id, _ = await signup(client, "ann@example.com")
+        resp = await client.get(f"/users/{user_id}", headers={"X-Min-Position": "1"})
+    body = error(resp, 503)
+    assert "beyond" not in body["error"]
+    assert "head" not in body
 
 
 # -- tokens: only the exact form the server issued ---------------------------------------------
@@ -380,3 +401,41 @@ async def test_a_token_from_one_process_is_accepted_by_another_on_postgresql(
     finally:
         for container in containers:
             await container.close()
+
+
+# -- /docs works offline ------------------------------------------------------------------------
+
+
+async def test_the_docs_page_loads_everything_from_the_service(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    assert links, page.text
+    assert [link for link in links if "//" in link] == []  # nothing from another host
+    for link in links:
+        asset = await client.get(link)
+        assert asset.status_code == 200, link
+        assert asset.content, link
+    assert (await client.get("/redoc")).status_code == 404  # the CDN-loaded one is off
+    assert (await client.get("/openapi.json")).status_code == 200
+
+
+# -- operators get one line and an exit status that says what went wrong ----------------------
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("social")), "serve", "--port", str(port),
+             "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == cli.EXIT_CANNOT_LISTEN, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cqrskit import ConsistencyTimeout, OperationalError
+from cqrskit import ConsistencyTimeout, OperationalError, PositionBeyondLog
 from cqrskit.backends.memory import MemoryEventStore
 from cqrskit.backends.sqlite import SqliteDatabase
 from cqrskit.checkpoints import ensure_table, write_position
 from cqrskit.consistency import backoff_delays, retry_read, wait_for_position
-from tests.integration._projection_child import counters_codec
+from tests.integration._projection_child import Incremented, counters_codec
 
 
 class Sleeps:
@@ -143,3 +143,23 @@ async def test_wait_for_position_before_any_runner_created_the_table(db: SqliteD
     with pytest.raises(ConsistencyTimeout):
         await wait_for_position(store, db, "p", 1, timeout=0.05)
     assert await wait_for_position(store, db, "p", 0, timeout=0.05) == 0
+
+
+async def test_a_position_beyond_the_log_is_told_apart_from_a_late_read_model(
+    db: SqliteDatabase,
+) -> None:
+    store = MemoryEventStore(counters_codec())
+    await append_three(store)
+    await db.write(ensure_table)
+    await db.write(lambda tx: write_position(tx, "p", 1, "running", 0.0, 0.0))
+    with pytest.raises(ConsistencyTimeout) as late:
+        await wait_for_position(store, db, "p", 3, timeout=0.05)
+    assert type(late.value) is ConsistencyTimeout  # the log has it: the read model is late
+    with pytest.raises(PositionBeyondLog) as beyond:
+        await wait_for_position(store, db, "p", 4, timeout=0.05)
+    assert (beyond.value.wanted, beyond.value.reached, beyond.value.head) == (4, 1, 3)
+    assert "beyond the log, which ends at 3" in str(beyond.value)
+
+
+async def append_three(store: MemoryEventStore) -> None:
+    await store.append("c-1", [Incremented("a", 1), Incremented("b", 1), Incremented("a", 2)])

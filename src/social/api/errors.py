@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from cqrskit import ConcurrencyError, ConsistencyTimeout, OperationalError
+from cqrskit import ConcurrencyError, ConsistencyTimeout, OperationalError, PositionBeyondLog
 
 from ..application.throttle import TooManyAttempts
 from ..application.tokens import InvalidToken
@@ -71,6 +71,18 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         case ConcurrencyError():
             return error_response(
                 status, "Conflict: resource has been modified", current_version=exc.actual
+            )
+        case PositionBeyondLog():
+            # Still a 503 with Retry-After, as the contract says of any position not
+            # reached in time; the message and "head" tell a client that retrying cannot
+            # help: no write produced this position.
+            return error_response(
+                status,
+                f"X-Min-Position {exc.wanted} is beyond the log, which ends at position"
+                f" {exc.head}: no write has produced it",
+                headers={"Retry-After": "1"},
+                position=exc.reached,
+                head=exc.head,
             )
         case ConsistencyTimeout():
             return error_response(
