@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +38,7 @@ from rich.table import Table
 from cqrskit import CqrsKitError, RebuildProgress, rebuild
 
 from .api import create_app
+from .api.protocol import protocol_with_header_timeout
 from .api.schemas import STATUS_FIELDS
 from .infrastructure.bootstrap import bootstrap
 from .infrastructure.logs import OneLineFormatter
@@ -134,6 +137,21 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+@dataclass(frozen=True)
+class _Limits:
+    header_timeout: float
+    max_connections: int
+
+
+def _raise_open_files_limit() -> None:
+    """Let ``serve`` use every file descriptor the system allows it (the soft limit is
+    often 1,024, the hard one far higher): each connection holds one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = info[0]
@@ -144,7 +162,12 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _serve(
-    settings: Settings, host: str, port: int, log_level: str, run_projections: bool
+    settings: Settings,
+    host: str,
+    port: int,
+    log_level: str,
+    run_projections: bool,
+    limits: _Limits,
 ) -> int:
     try:
         sock = _bind(host, port)
@@ -152,11 +175,15 @@ async def _serve(
         err.print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
         return EXIT_CANNOT_LISTEN
     real_port = sock.getsockname()[1]
+    _raise_open_files_limit()
     config = uvicorn.Config(
         create_app(settings, run_projections=run_projections),
         lifespan="on",
         log_level=log_level,
         access_log=False,
+        http=protocol_with_header_timeout(limits.header_timeout),
+        # Beyond it a request is answered 503 at once rather than queued.
+        limit_concurrency=limits.max_connections,
     )
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     server = _Server(config, f"Listening on http://{shown}:{real_port}")
@@ -255,12 +282,19 @@ def serve(
             " time: the others stand by); --no-projections: HTTP only, for `worker`s to run.",
         ),
     ] = True,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a client has to send a request's headers, else closed."),
+    ] = 10.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(help="Connections and requests at once; beyond, 503 at once."),
+    ] = 1000,
 ) -> None:
     """The HTTP API and the projections, in one process."""
-    _run(
-        _serve(_settings(data_dir, write_url, read_url), host, port, log_level, projections),
-        uvloop_loop=True,
-    )
+    limits = _Limits(header_timeout, max_connections)
+    settings = _settings(data_dir, write_url, read_url)
+    _run(_serve(settings, host, port, log_level, projections, limits), uvloop_loop=True)
 
 
 @app.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -439,3 +441,38 @@ def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == cli.EXIT_CANNOT_LISTEN, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+# -- a body that does not arrive is the client's fault -----------------------------------------
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(tmp_path: Path) -> None:
+    settings = dataclasses.replace(settings_in(tmp_path), request_timeout=0.3)
+    app = create_app(settings)
+    sent: list[dict[str, Any]] = []
+
+    async def never(_: object = None) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/users",
+        "raw_path": b"/users",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"60")],
+        "server": ("social", 80),
+        "client": ("slow", 1),
+    }
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app(scope, never, send), 10)
+    assert sent[0]["status"] == 408
+    assert b"did not arrive" in sent[1]["body"]

@@ -58,12 +58,13 @@ class Guard:
     - the catch-all: a bug becomes a logged traceback and a JSON 500, never a dropped
       connection;
     - the deadline: no request outlives ``seconds``; past it, 503 with ``Retry-After``,
-      never a hang. When the database is down, a request can wait for a pooled connection
-      far longer than any client does (the pool's own timeout is 30 s). The request is
-      cancelled at the deadline: a write whose outcome is then unknown answers 503 (not
-      acknowledged: it may or may not have been stored, as with any timeout), and the
-      client retries. The deadline is longer than the ``X-Min-Position`` wait, which
-      answers its own 503;
+      never a hang (408 when it was the client's body that did not arrive: not the
+      service's fault). When the database is down, a request can wait for a pooled
+      connection far longer than any client does (the pool's own timeout is 30 s). The
+      request is cancelled at the deadline: a write whose outcome is then unknown answers
+      503 (not acknowledged: it may or may not have been stored, as with any timeout),
+      and the client retries. The deadline is longer than the ``X-Min-Position`` wait,
+      which answers its own 503;
     - the body limit: bodies over ``limit`` bytes are refused with 413, at once when
       Content-Length says so, else while the body streams in (a chunked body has none).
     """
@@ -78,6 +79,15 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started = False
+        receiving = False
+        """The app is waiting for the client's body: a timeout now is the client's."""
+
+        async def tracking_receive() -> Message:
+            nonlocal receiving
+            receiving = True
+            message = await receive()  # a cancellation (the deadline) leaves the flag set
+            receiving = False
+            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -89,22 +99,29 @@ class Guard:
         try:
             try:
                 async with asyncio.timeout(self.seconds):
-                    await self._limited(scope, receive, tracking_send, lambda: started)
+                    await self._limited(scope, tracking_receive, tracking_send, lambda: started)
             except TimeoutError:
+                slow_client = receiving
                 log.warning(
-                    "%s %s: no answer within %.1f s (database unavailable?)",
+                    "%s %s: no answer within %.1f s (%s)",
                     scope.get("method"),
                     scope.get("path"),
                     self.seconds,
+                    "the client's body did not arrive" if slow_client else "database unavailable?",
                 )
                 if started:
                     raise
-                await _send_json(
-                    tracking_send,
-                    503,
-                    {"error": "The service is unavailable, try again"},
-                    [(b"retry-after", b"1")],
-                )
+                if slow_client:
+                    await _send_json(
+                        tracking_send, 408, {"error": "The request body did not arrive in time"}
+                    )
+                else:
+                    await _send_json(
+                        tracking_send,
+                        503,
+                        {"error": "The service is unavailable, try again"},
+                        [(b"retry-after", b"1")],
+                    )
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not started:
