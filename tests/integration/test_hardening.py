@@ -15,7 +15,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +42,6 @@ def settings_in(data_dir: Path, *, secret: bytes | None = b"t" * 32) -> Settings
     return Settings(
         data_dir=data_dir, secret=secret, scrypt=ScryptParams(n=2**10), min_position_timeout=0.3
     )
-
-
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    app = create_app(settings_in(tmp_path))
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
-        yield client
 
 
 # -- X-Min-Position: a 400, never a 500 ---------------------------------------------------------

@@ -6,35 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from social.api import create_app
-from social.domain import ScryptParams
-from social.infrastructure.settings import Settings
-
 PASSWORD = "correct-horse-9"
-
-
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    settings = Settings(
-        data_dir=tmp_path, secret=b"t" * 32, scrypt=ScryptParams(n=2**10), min_position_timeout=0.3
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
-        yield client
 
 
 def error(resp: httpx.Response, status: int) -> dict[str, Any]:
