@@ -22,7 +22,13 @@ from .errors import ConfigurationError
 from .projection import Projection
 from .sql import SqlTx
 
-__all__ = ["ReadDatabase", "RebuildTarget", "create_read_models", "tables_to_rebuild"]
+__all__ = [
+    "ReadDatabase",
+    "RebuildTarget",
+    "SwapDeclined",
+    "create_read_models",
+    "tables_to_rebuild",
+]
 
 T = TypeVar("T")
 
@@ -104,3 +110,8 @@ def tables_to_rebuild(projection: Projection) -> tuple[str, ...]:
             f"projection {projection.name!r} declares no tables: nothing to rebuild into"
         )
     return projection.tables
+
+
+class SwapDeclined(Exception):
+    """Raised by a backend's swap inside its transaction when ``decide`` said no: the
+    transaction rolls back, the fresh tables stay, and ``swap`` answers False."""

@@ -17,10 +17,9 @@ instance of the test shares, so that instances compete. Put what the backend nee
 Tests get instances from ``self.open()``; the suite closes every one it made
 (``dispose_lease``, override it for extra cleanup).
 
-Expiry: a backend whose holders can lose a lease without releasing it (a ttl, a session
-that dies) implements :meth:`LeaseContract.expire`, which makes one holder lose its leases
-as if it had stopped renewing (advance a controllable clock past the ttl, kill the
-session); the expiry test is skipped for a backend that does not.
+Expiry: every backend implements :meth:`LeaseContract.expire`, which makes one holder
+lose its leases as if it had died or stopped renewing (advance a controllable clock past
+the ttl, unlock its files as the kernel does at its death, kill its session).
 """
 
 from __future__ import annotations
@@ -71,10 +70,10 @@ class LeaseContract(ABC):
         """Release what ``make_lease`` made (close() is idempotent, so it is always safe)."""
         await lease.close()
 
+    @abstractmethod
     async def expire(self, lease: ContractLease) -> None:
-        """Make ``lease`` lose every lease it holds as a holder that stopped renewing does,
-        without calling it. Backends without expiry leave this as it is."""
-        pytest.skip(f"{type(self).__name__} cannot make a holder lose its lease")
+        """Make ``lease`` lose every lease it holds as a holder that dies or stops renewing
+        does, without calling it."""
 
     # -- plumbing ---------------------------------------------------------------------------
 

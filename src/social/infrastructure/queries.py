@@ -150,11 +150,13 @@ class ReadQueries:
         account = email_key(query.email) if is_clean_text(query.email) else query.email
         self._logins.check(account)
         try:
-            return await self._authenticate(query)
+            result = await self._authenticate(query)
         except InvalidCredentials:
             count = self._logins.failed(account)
             log.warning("failed login %d in a row for account %s", count, self._pseudonym(account))
             raise
+        self._logins.succeeded(account)
+        return result
 
     async def _authenticate(self, query: Authenticate) -> QueryResult[str]:
         if not (is_clean_text(query.email) and is_clean_text(query.password)):
@@ -164,7 +166,6 @@ class ReadQueries:
         ok = await asyncio.to_thread(verify_password, query.password, encoded)
         if login is None or not ok:
             raise InvalidCredentials()
-        self._logins.succeeded(email_key(query.email))
         return QueryResult(login[0], login[2])
 
     def _pseudonym(self, account: str) -> str:

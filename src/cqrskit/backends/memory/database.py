@@ -24,13 +24,15 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..._workers import Workers
-from ...errors import ConfigurationError, StoreClosed
+from ...errors import StoreClosed
 from ...projection import Projection
-from ...readside import RebuildTarget, tables_to_rebuild
+from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
 from ...sql import SqlTx
 from ..sqlite.connection import (
     SqliteTx,
+    quote,
     read_transaction,
+    table_schema,
     translate_errors,
     write_transaction,
 )
@@ -135,10 +137,6 @@ class MemoryDatabase:
                 self._conn = None
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class MemoryRebuildTarget:
     """:class:`~cqrskit.readside.RebuildTarget` in a second in-memory database."""
 
@@ -155,7 +153,7 @@ class MemoryRebuildTarget:
         def swap() -> bool:
             try:
                 return self._live.write_sync(lambda tx: self._replace_all(tx, decide))
-            except _KeepFresh:
+            except SwapDeclined:
                 return False
 
         return await self._live.run(swap)
@@ -166,38 +164,25 @@ class MemoryRebuildTarget:
         # (a final catch-up, on the fresh database's own thread), so that one is taken only
         # afterwards.
         if not decide(tx):
-            raise _KeepFresh  # rolls back; the fresh tables stay
+            raise SwapDeclined  # rolls back; the fresh tables stay
         with self._fresh.connection() as fresh:
             for table in self._tables:
                 self._replace(fresh, tx.conn, table)
         return True
 
     def _replace(self, fresh: sqlite3.Connection, live: sqlite3.Connection, table: str) -> None:
-        objects = fresh.execute(
-            "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL"
-            " ORDER BY type = 'table' DESC, rowid",
-            (table,),
-        ).fetchall()
-        if not objects or objects[0][0] != "table":
-            raise ConfigurationError(
-                f"table {table!r} is declared by projection {self._name!r} but its schema"
-                " did not create it"
-            )
-        quoted = _quote(table)
+        create_table, *others = table_schema(fresh, table, self._name)
+        quoted = quote(table)
         live.execute(f"DROP TABLE IF EXISTS {quoted}")  # drops its indexes and triggers too
-        live.execute(objects[0][1])
+        live.execute(create_table)
         rows = fresh.execute(f"SELECT * FROM {quoted}")
         marks = ", ".join("?" * len(rows.description))
         live.executemany(f"INSERT INTO {quoted} VALUES ({marks})", rows)
         # Indexes after the rows (one sort instead of one insert each); triggers after
         # them too, so that copying the rows fires none.
-        for _, sql in objects[1:]:
+        for sql in others:
             live.execute(sql)
 
     async def discard(self) -> None:
         """Drop the fresh database (idempotent)."""
         await self._fresh.close()
-
-
-class _KeepFresh(Exception):
-    """decide() said no: roll the swap back, keep the fresh tables."""

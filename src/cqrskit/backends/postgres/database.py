@@ -13,7 +13,7 @@ from psycopg import sql as pgsql
 from ...checkpoints import lock_position
 from ...errors import ConfigurationError
 from ...projection import Projection
-from ...readside import RebuildTarget, tables_to_rebuild
+from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
 from ...sql import SqlTx
 from .connection import PgPool, PgTx, write_transaction
 
@@ -136,7 +136,7 @@ class PgRebuildTarget:
             # and the replacement, and the two orders of locking cannot deadlock.
             lock_position(tx, self._name)
             if not decide(tx):
-                raise _KeepFresh  # rolls back; the fresh tables stay
+                raise SwapDeclined  # rolls back; the fresh tables stay
             for table in self._tables:
                 name = pgsql.Identifier(table)
                 found = conn.execute(
@@ -155,7 +155,7 @@ class PgRebuildTarget:
         def run() -> bool:
             try:
                 return self._swap_sync(decide)
-            except _KeepFresh:
+            except SwapDeclined:
                 return False
 
         return await self._live.run(run)
@@ -174,7 +174,3 @@ class PgRebuildTarget:
                 )
 
         await self._live.run(drop)
-
-
-class _KeepFresh(Exception):
-    """decide() said no: roll the swap back, keep the fresh tables."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...errors import SchemaError
 from ...projection import Projection
-from .connection import SqliteTx, connect
+from .connection import SqliteTx, connect, write_transaction
 
 __all__ = ["SCHEMA_VERSION", "open_log"]
 
@@ -58,37 +58,37 @@ def open_log(
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     conn = connect(path, synchronous=synchronous)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO cqrskit_schema_version (name, version)"
-                " VALUES ('event_store', ?)",
-                (SCHEMA_VERSION,),
-            )
-            (stored,) = conn.execute(
-                "SELECT version FROM cqrskit_schema_version WHERE name = 'event_store'"
-            ).fetchone()
-            if stored == 1:  # v1 -> v2: the stream versions live in the events index
-                conn.execute("DROP TABLE IF EXISTS streams")
-                conn.execute(
-                    "UPDATE cqrskit_schema_version SET version = 2 WHERE name = 'event_store'"
-                )
-                stored = 2
-            if stored != SCHEMA_VERSION:
-                raise SchemaError(
-                    f"{path}: event store schema v{stored}, this code knows v{SCHEMA_VERSION}"
-                )
-            tx = SqliteTx(conn)
-            for projection in inline:
-                projection.create_schema(tx)
-            head = read_head(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        head = write_transaction(conn, lambda tx: _create(tx, path, inline, read_head))
     except BaseException:
         conn.close()
         raise
     return conn, head
+
+
+def _create(
+    tx: SqliteTx,
+    path: Path,
+    inline: Sequence[Projection],
+    read_head: Callable[[sqlite3.Connection], int],
+) -> int:
+    conn = tx.conn
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT OR IGNORE INTO cqrskit_schema_version (name, version) VALUES ('event_store', ?)",
+        (SCHEMA_VERSION,),
+    )
+    (stored,) = conn.execute(
+        "SELECT version FROM cqrskit_schema_version WHERE name = 'event_store'"
+    ).fetchone()
+    if stored == 1:  # v1 -> v2: the stream versions live in the events index
+        conn.execute("DROP TABLE IF EXISTS streams")
+        conn.execute("UPDATE cqrskit_schema_version SET version = 2 WHERE name = 'event_store'")
+        stored = 2
+    if stored != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path}: event store schema v{stored}, this code knows v{SCHEMA_VERSION}"
+        )
+    for projection in inline:
+        projection.create_schema(tx)
+    return read_head(conn)

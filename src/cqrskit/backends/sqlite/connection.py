@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...errors import IntegrityError, OperationalError, PersistenceError, UniqueViolation
+from ...errors import (
+    ConfigurationError,
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    UniqueViolation,
+)
 from ...sql import Row
 
 T = TypeVar("T")
@@ -30,7 +36,9 @@ __all__ = [
     "connect",
     "convert_error",
     "converted",
+    "quote",
     "read_transaction",
+    "table_schema",
     "translate_errors",
     "write_transaction",
 ]
@@ -163,6 +171,30 @@ def write_transaction(conn: sqlite3.Connection, fn: Callable[[SqliteTx], T]) -> 
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def quote(name: str) -> str:
+    """``name`` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_schema(
+    conn: sqlite3.Connection, table: str, owner: str, schema: str = "main"
+) -> list[str]:
+    """The CREATE statements of ``table`` in ``schema``, the table's first, then its
+    indexes and triggers in creation order (what a rebuild's swap recreates); a
+    :class:`~cqrskit.errors.ConfigurationError` when projection ``owner`` declared the
+    table but its schema did not create it."""
+    objects = conn.execute(
+        f"SELECT type, sql FROM {schema}.sqlite_master WHERE tbl_name = ?"
+        " AND sql IS NOT NULL ORDER BY type = 'table' DESC, rowid",
+        (table,),
+    ).fetchall()
+    if not objects or objects[0][0] != "table":
+        raise ConfigurationError(
+            f"table {table!r} is declared by projection {owner!r} but its schema did not create it"
+        )
+    return [sql for _, sql in objects]
 
 
 def read_transaction(conn: sqlite3.Connection, fn: Callable[[SqliteTx], T]) -> T:

@@ -25,16 +25,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..._workers import Workers
-from ...errors import ConfigurationError, StoreClosed
+from ...errors import StoreClosed
 from ...projection import Projection
-from ...readside import RebuildTarget, tables_to_rebuild
+from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
 from ...sql import SqlTx
 from .connection import (
     ReaderConnections,
     SqliteTx,
     connect,
     converted,
+    quote,
     read_transaction,
+    table_schema,
     write_transaction,
 )
 
@@ -51,10 +53,6 @@ with 64 KiB as with SQLite's default 2 MB)."""
 
 def _release_cache(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA shrink_memory")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class SqliteDatabase:
@@ -145,6 +143,7 @@ class SqliteRebuildTarget:
 
     def __init__(self, live: SqliteDatabase, projection: Projection) -> None:
         self._live = live
+        self._name = projection.name
         self._tables = tables_to_rebuild(projection)
         suffix = f"{projection.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = live.path.with_name(f"{live.path.name}.rebuild-{suffix}")
@@ -177,39 +176,27 @@ class SqliteRebuildTarget:
             # beyond the small size; that refills with use).
             conn.execute(f"PRAGMA {_SCHEMA}.cache_size = -{_SWAP_CACHE_KIB}")
             conn.execute(f"PRAGMA main.cache_size = -{_SWAP_CACHE_KIB}")
-            # IMMEDIATE takes the write lock first: no live batch can commit between
+            # BEGIN IMMEDIATE takes the write lock first: no live batch can commit between
             # the checkpoint compare in decide() and the table replacement.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not decide(SqliteTx(conn)):
-                    conn.execute("ROLLBACK")
-                    return False
-                for table in self._tables:
-                    self._replace(conn, table)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return True
+            return write_transaction(conn, lambda tx: self._replace_all(tx, decide))
+        except SwapDeclined:
+            return False
         finally:
             conn.execute(f"PRAGMA main.cache_size = {int(live_cache)}")
             conn.execute(f"DETACH DATABASE {_SCHEMA}")
 
-    def _replace(self, conn: sqlite3.Connection, table: str) -> None:
-        objects = conn.execute(
-            f"SELECT type, sql FROM {_SCHEMA}.sqlite_master WHERE tbl_name = ?"
-            " AND sql IS NOT NULL ORDER BY type = 'table' DESC, rowid",
-            (table,),
-        ).fetchall()
-        if not objects or objects[0][0] != "table":
-            raise ConfigurationError(
-                f"table {table!r} is declared by the projection but its schema did not create it"
-            )
-        quoted = _quote(table)
-        conn.execute(f"DROP TABLE IF EXISTS main.{quoted}")  # drops its indexes too
-        for _, sql in objects:
-            conn.execute(sql)  # unqualified CREATE statements create in main
-        conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM {_SCHEMA}.{quoted}")
+    def _replace_all(self, tx: SqliteTx, decide: Callable[[SqlTx], bool]) -> bool:
+        if not decide(tx):
+            raise SwapDeclined  # rolls back; the fresh tables stay
+        conn = tx.conn
+        for table in self._tables:
+            statements = table_schema(conn, table, self._name, _SCHEMA)
+            quoted = quote(table)
+            conn.execute(f"DROP TABLE IF EXISTS main.{quoted}")  # drops its indexes too
+            for sql in statements:
+                conn.execute(sql)  # unqualified CREATE statements create in main
+            conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM {_SCHEMA}.{quoted}")
+        return True
 
     async def discard(self) -> None:
         if self._discarded:
