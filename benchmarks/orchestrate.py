@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "catchup": ("catchup_events_per_s",),
     "rebuild": ("rebuild_events_per_s", "rebuild_peak_mb"),
     "http": ("http_get_rps", "http_get_p99_ms", "http_post_rps", "http_post_p99_ms"),
+    "slow": tuple(n for n in UNITS if n.startswith("slow_")),
 }
 
 console = Console(stderr=True)
@@ -49,7 +50,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated names to run: figure groups (commands, lag, catchup, rebuild,"
-        " http), figure names, systems (cqrskit, eventsourcing, raw) or backends"
+        " http, slow), figure names, systems (cqrskit, eventsourcing, raw) or backends"
         " (sqlite, postgresql)",
     )
     parser.add_argument("--repetitions", type=int, help="override the number of repetitions")
@@ -81,6 +82,8 @@ class Run:
         self.scratch = ScratchDatabases(pg_admin) if pg_admin else None
         self.samples = Samples()
         self.errors: list[str] = []
+        self.settings: dict[str, Any] = {}
+        """Settings of parts that have their own (the slow-client check), for the results."""
         self._n = 0
 
     # -- targets ------------------------------------------------------------------------------
@@ -224,7 +227,7 @@ def run(argv: Sequence[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cqrskit-bench-"))
     state = Run(sizes, admin if pg_version else None, workdir)
     try:
-        execute(state, selection, backends)
+        execute(state, selection, backends, quick=args.quick, rounds=args.repetitions)
     finally:
         state.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -236,6 +239,7 @@ def run(argv: Sequence[str]) -> int:
         " PostgreSQL: fsync=on, synchronous_commit=on",
         "seconds": round(time.perf_counter() - began, 1),
         "errors": state.errors,
+        **state.settings,
     }
     document = results_document(machine_info(pg_version), state.samples.figures(), settings)
     write_results(args.out, document)
@@ -258,7 +262,13 @@ def seed_length(sizes: Sizes, system: str, backend: str) -> int:
     return max(events, sizes.catchup_events)
 
 
-def execute(state: Run, selection: Selection, backends: list[str]) -> None:
+def execute(
+    state: Run,
+    selection: Selection,
+    backends: list[str],
+    quick: bool = False,
+    rounds: int | None = None,
+) -> None:
     sizes = state.sizes
     seeds: dict[tuple[str, str], str | None] = {}
     if selection.groups & {"catchup", "rebuild"}:
@@ -277,6 +287,8 @@ def execute(state: Run, selection: Selection, backends: list[str]) -> None:
     for rep in range(sizes.repetitions):
         order = selection.systems[rep % len(selection.systems) :]
         order += selection.systems[: rep % len(selection.systems)]
+        if not selection.groups & {"commands", "lag", "catchup", "rebuild"}:
+            order = []  # only HTTP or the slow-client check: no worker to start
         for backend in backends:
             for system in order:
                 began = time.perf_counter()
@@ -296,3 +308,24 @@ def execute(state: Run, selection: Selection, backends: list[str]) -> None:
                     f"rep {rep + 1}/{sizes.repetitions} http/{backend}: "
                     + ", ".join(f"{k}={v:,.1f}" for k, v in figures.items())
                 )
+    if "slow" in selection.groups and "cqrskit" in selection.systems and "sqlite" in backends:
+        slow_clients(state, quick, rounds)
+
+
+def slow_clients(state: Run, quick: bool, rounds: int | None) -> None:
+    """The slow-client check (benchmarks/slow_clients.py): its own server and its own
+    interleaved rounds, one sample per round; SQLite only."""
+    from .slow_clients import FULL as SLOW_FULL
+    from .slow_clients import QUICK as SLOW_QUICK
+    from .slow_clients import run_check
+
+    check = SLOW_QUICK if quick else SLOW_FULL
+    if rounds:
+        check = replace(check, rounds=rounds)
+    began = time.perf_counter()
+    result = run_check(check, state.workdir, log=console.print)
+    for figures in result.rounds:
+        state.samples.add("cqrskit", "sqlite", figures)
+    state.errors.extend(result.errors)
+    state.settings["slow_clients"] = {"check": check.as_dict(), "holders": result.holders}
+    console.print(f"slow clients/sqlite: {time.perf_counter() - began:.1f} s")

@@ -29,10 +29,15 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
+COUNTS = frozenset({"requests", "connections"})
+"""Units of figures that count things: shown as whole numbers."""
+
+
 def _cell(figure: Mapping[str, Any] | None) -> str:
     if figure is None:
         return "-"
-    return f"{_fmt(figure['median'])} [{_fmt(figure['min'])}-{_fmt(figure['max'])}]"
+    fmt = (lambda v: f"{v:,.0f}") if figure.get("unit") in COUNTS else _fmt
+    return f"{fmt(figure['median'])} [{fmt(figure['min'])}-{fmt(figure['max'])}]"
 
 
 def _ratio(name: str, ours: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> str:

@@ -25,6 +25,15 @@ UNITS: dict[str, str] = {
     "http_get_p99_ms": "ms",
     "http_post_rps": "requests/s",
     "http_post_p99_ms": "ms",
+    "slow_base_p50_ms": "ms",
+    "slow_base_p99_ms": "ms",
+    "slow_under_p50_ms": "ms",
+    "slow_under_p99_ms": "ms",
+    "slow_p99_ratio": "x",
+    "slow_failed_requests": "requests",
+    "slow_closed_connections": "connections",
+    "slow_held_connections": "connections",
+    "slow_closed_after_s": "s",
 }
 """Every figure the suite can produce, in the order the table shows them."""
 

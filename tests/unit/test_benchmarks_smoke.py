@@ -38,6 +38,7 @@ MODULES = [
     "benchmarks.pg_appends",
     "benchmarks.raw_system",
     "benchmarks.report",
+    "benchmarks.slow_clients",
     "benchmarks.worker",
 ]
 
