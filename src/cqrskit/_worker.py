@@ -16,10 +16,18 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Literal
 
 from ._applier import Applier, HandlerFailed
+from ._lineage import divergence
 from .backoff import RetryPolicy, backoff_delays
-from .checkpoints import lock_position, read_position, record_error, record_state, write_position
-from .codec import Codec
-from .errors import ProjectionError, StoreClosed
+from .checkpoints import (
+    lock_position,
+    read_mark,
+    record_error,
+    record_state,
+    reset_position,
+    write_position,
+)
+from .errors import DamagedDatabase, ProjectionError, StoreClosed
+from .eventstore import EventStore
 from .lease import Lease
 from .messages import RecordedEvent
 from .monitoring import RateMeter
@@ -53,7 +61,7 @@ class Worker:
     def __init__(
         self,
         projection: Projection,
-        codec: Codec,
+        store: EventStore,
         db: ReadDatabase,
         retry: RetryPolicy,
         clock: Callable[[], float],
@@ -61,7 +69,8 @@ class Worker:
     ) -> None:
         self.projection = projection
         self.name = projection.name
-        self.applier = Applier(projection, codec)
+        self.applier = Applier(projection, store.codec)
+        self._store = store
         self._db = db
         self._retry = retry
         self._clock = clock
@@ -113,6 +122,13 @@ class Worker:
                 raise
             except HandlerFailed as exc:
                 failure = exc
+            except DamagedDatabase as exc:
+                # Retrying cannot help; the message names the file. Set aside at the next
+                # start (create_read_models), the read side is then rebuilt from the log.
+                record = events[0]
+                cause = f"{exc}: restart to set it aside and rebuild the read side"
+                await self.fail(ProjectionError(self.name, record.position, record.type, cause))
+                return "failed"
             except Exception:
                 # The database failed, not a handler: no event is to blame, so no error
                 # state. Back off and read the batch again: the database may come back.
@@ -200,7 +216,8 @@ class Worker:
             return stored
         self.applier.apply(tx, events, pipelined=pipelined)
         # Skipped events move the checkpoint too: they are processed (by doing nothing).
-        write_position(tx, self.name, events[-1].position, state, now, rate)
+        last = events[-1]
+        write_position(tx, self.name, last.position, state, now, rate, last.event_id)
         # Pipelined, the handlers' statements and the checkpoint's go in one round trip
         # and an error surfaces here, after the statement that caused it: blame no
         # event, so the batch is bisected down to the one that fails alone.
@@ -235,6 +252,45 @@ class Worker:
         except Exception:
             log.warning("projection %s: could not record its state", self.name, exc_info=True)
 
+    # -- where to start -------------------------------------------------------------------------
+
+    async def start_from_checkpoint(self, attempts: int = 3) -> None:
+        """Take the stored checkpoint, after checking that it is in this log (see
+        :mod:`cqrskit._lineage`); if not, empty the read model and start from 0 (or, for
+        a projection without tables, stop in "error" with the cause)."""
+        for _ in range(attempts):
+            position, event_id = await self._db.read(lambda tx: read_mark(tx, self.name))
+            reason = await divergence(self._store, position, event_id)
+            if reason is None:
+                self.moved_to(position)
+                return
+            if not self.projection.tables:
+                cause = f"does not follow this log: {reason}; no tables to empty: rebuild it"
+                await self.fail(ProjectionError(self.name, position, "", cause))
+                return
+            log.warning(
+                "projection %s does not follow this log: %s; emptying it to replay the log",
+                self.name,
+                reason,
+            )
+            if await self._db.write_schema(functools.partial(self._reset, seen=position)):
+                self.moved_to(0)
+                return
+        # Moved by another process between each check and reset: that process follows
+        # this log; the compare-and-set of the next batch takes it from there.
+        self.moved_to(position)
+
+    def _reset(self, tx: SqlTx, seen: int) -> bool:
+        """Empty the read model and set its checkpoint to 0, unless it moved since ``seen``
+        was read (then it is checked again)."""
+        if lock_position(tx, self.name) != seen:
+            return False
+        for table in self.projection.tables:
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
+        self.projection.create_schema(tx)
+        reset_position(tx, self.name, self._clock())
+        return True
+
     # -- failover -------------------------------------------------------------------------------
 
     async def release_lease(self, lease: Lease) -> None:
@@ -262,7 +318,9 @@ class Worker:
                 self.leased = True
                 self.lease_renewed = loop.time()
                 # The previous holder moved the checkpoint: start from where it left off.
-                self.moved_to(await self._db.read(lambda tx: read_position(tx, self.name)))
+                await self.start_from_checkpoint()
+                if self.state == "error":
+                    return False
                 self.state = "running"
                 await self.record_state()
                 return True

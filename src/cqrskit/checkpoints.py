@@ -10,7 +10,8 @@ Columns: ``position`` (last position processed), ``state`` (what the runner that
 projection last reported: running, catching_up, stopped, error), ``error`` (why it stopped),
 ``updated_at`` (epoch seconds of the last write), ``events_per_second`` (the runner's recent
 rate), ``rebuild_position``/``rebuild_updated_at`` (a rebuild in progress and its heartbeat,
-so that ``status`` in any process shows "rebuilding").
+so that ``status`` in any process shows "rebuilding"), ``event_id`` (the id of the event at
+``position``: which log the read model follows, see ``cqrskit._lineage``).
 
 The SQL is portable (SQLite and PostgreSQL).
 """
@@ -27,11 +28,13 @@ __all__ = [
     "complete_rebuild",
     "ensure_table",
     "lock_position",
+    "read_mark",
     "read_position",
     "read_rows",
     "record_error",
     "record_rebuild",
     "record_state",
+    "reset_position",
     "write_position",
 ]
 
@@ -46,7 +49,8 @@ CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
     updated_at DOUBLE PRECISION,
     events_per_second DOUBLE PRECISION NOT NULL DEFAULT 0,
     rebuild_position BIGINT,
-    rebuild_updated_at DOUBLE PRECISION
+    rebuild_updated_at DOUBLE PRECISION,
+    event_id TEXT
 )
 """
 # BIGINT and DOUBLE PRECISION, not INTEGER and REAL: on PostgreSQL those are 4 bytes
@@ -55,7 +59,7 @@ CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
 
 _COLUMNS = (
     "name, position, state, error, updated_at, events_per_second,"
-    " rebuild_position, rebuild_updated_at"
+    " rebuild_position, rebuild_updated_at, event_id"
 )
 
 
@@ -69,10 +73,27 @@ class CheckpointRow:
     events_per_second: float
     rebuild_position: int | None
     rebuild_updated_at: float | None
+    event_id: str | None
 
 
 def ensure_table(tx: SqlTx) -> None:
     tx.execute(_CREATE)
+    # Added after the first release: tables made before it get the column here. Probed in
+    # a savepoint, portably (a failed statement aborts a PostgreSQL transaction).
+    tx.execute("SAVEPOINT cqrskit_probe")
+    try:
+        tx.fetchall(f"SELECT event_id FROM {CHECKPOINT_TABLE} WHERE 1 = 0")
+    except Exception:  # no such column (as the driver says it: SQLite's come unconverted)
+        tx.execute("ROLLBACK TO SAVEPOINT cqrskit_probe")
+        tx.execute(f"ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN event_id TEXT")
+    tx.execute("RELEASE SAVEPOINT cqrskit_probe")
+
+
+def read_mark(tx: SqlTx, name: str) -> tuple[int, str | None]:
+    """The position projection ``name`` has processed and the id of the event there
+    (None when unknown: nothing processed, or a row older than the column)."""
+    row = tx.fetchone(f"SELECT position, event_id FROM {CHECKPOINT_TABLE} WHERE name = ?", (name,))
+    return (0, None) if row is None else (int(row[0]), row[1])
 
 
 def read_position(tx: SqlTx, name: str) -> int:
@@ -95,20 +116,36 @@ def read_rows(tx: SqlTx, names: list[str] | None = None) -> dict[str, Checkpoint
 
 
 def write_position(
-    tx: SqlTx, name: str, position: int, state: str, now: float, events_per_second: float
+    tx: SqlTx,
+    name: str,
+    position: int,
+    state: str,
+    now: float,
+    events_per_second: float,
+    event_id: str | None = None,
 ) -> None:
-    """Move the checkpoint; the caller has checked (in this transaction) where it was.
+    """Move the checkpoint to ``position``, the event ``event_id``; the caller has
+    checked (in this transaction) where it was.
 
     Written in the transaction of the batch's changes: the batch and its checkpoint commit
     or vanish together. A successful batch clears any earlier error.
     """
     tx.execute(
         f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, error, updated_at,"
-        " events_per_second) VALUES (?, ?, ?, NULL, ?, ?)"
+        " events_per_second, event_id) VALUES (?, ?, ?, NULL, ?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
         " state = excluded.state, error = NULL, updated_at = excluded.updated_at,"
-        " events_per_second = excluded.events_per_second",
-        (name, position, state, now, events_per_second),
+        " events_per_second = excluded.events_per_second, event_id = excluded.event_id",
+        (name, position, state, now, events_per_second, event_id),
+    )
+
+
+def reset_position(tx: SqlTx, name: str, now: float) -> None:
+    """Back to position 0, in the transaction that emptied the projection's tables."""
+    tx.execute(
+        f"UPDATE {CHECKPOINT_TABLE} SET position = 0, event_id = NULL, error = NULL,"
+        " state = 'catching_up', updated_at = ?, events_per_second = 0 WHERE name = ?",
+        (now, name),
     )
 
 
@@ -146,20 +183,24 @@ def record_rebuild(tx: SqlTx, name: str, position: int | None, now: float | None
     )
 
 
-def complete_rebuild(tx: SqlTx, name: str, position: int, now: float) -> None:
+def complete_rebuild(
+    tx: SqlTx, name: str, position: int, now: float, event_id: str | None = None
+) -> None:
     """Set the checkpoint of the tables a rebuild just swapped in, in the swap transaction.
 
-    The rebuild replayed every event up to ``position`` without failing, so an error
-    recorded before is gone; whoever runs the projection continues from here.
+    The rebuild replayed every event up to ``position`` (the event ``event_id``) without
+    failing, so an error recorded before is gone; whoever runs the projection continues
+    from here.
     """
     tx.execute(
-        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, updated_at)"
-        " VALUES (?, ?, 'stopped', ?) ON CONFLICT (name) DO UPDATE SET"
-        " position = excluded.position, error = NULL, updated_at = excluded.updated_at,"
+        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, updated_at, event_id)"
+        " VALUES (?, ?, 'stopped', ?, ?) ON CONFLICT (name) DO UPDATE SET"
+        " position = excluded.position, event_id = excluded.event_id, error = NULL,"
+        " updated_at = excluded.updated_at,"
         f" state = CASE WHEN {CHECKPOINT_TABLE}.state = 'error' THEN 'stopped'"
         f" ELSE {CHECKPOINT_TABLE}.state END,"
         " rebuild_position = NULL, rebuild_updated_at = NULL",
-        (name, position, now),
+        (name, position, now, event_id),
     )
 
 

@@ -15,7 +15,9 @@
     │   │                             transaction boundary, the original is kept as __cause__
     │   ├── IntegrityError            a constraint failed (the command fails whole)
     │   │   └── UniqueViolation       a UNIQUE/PRIMARY KEY constraint (carries the constraint text)
-    │   ├── OperationalError          the database is unavailable, locked too long, disk full...
+    │   ├── OperationalError          the database is unavailable, locked too long...
+    │   │   └── StorageFull           its disk (or quota) is full: nothing was written
+    │   ├── DamagedDatabase           a database file is damaged (names the file)
     │   └── SchemaError               migrations missing or newer than this code
     ├── ProjectionError               a projection stopped (name, position, type, cause)
     ├── ConsistencyTimeout            wait_for did not see the position in time
@@ -30,6 +32,7 @@ __all__ = [
     "ConfigurationError",
     "ConsistencyTimeout",
     "CqrsKitError",
+    "DamagedDatabase",
     "EventDecodeError",
     "HandlerNotFound",
     "IntegrityError",
@@ -39,6 +42,7 @@ __all__ = [
     "ProjectionError",
     "SchemaError",
     "SerializationError",
+    "StorageFull",
     "StoreClosed",
     "StreamNotFound",
     "UniqueViolation",
@@ -124,6 +128,18 @@ class UniqueViolation(IntegrityError):
 
 class OperationalError(PersistenceError):
     pass
+
+
+class StorageFull(OperationalError):
+    """The database could not write: its disk (or quota) is full. The transaction rolled
+    back whole; it may succeed once space is freed."""
+
+
+class DamagedDatabase(PersistenceError):
+    """A database file is damaged (SQLite: not a database, or a malformed page;
+    PostgreSQL: data or index corruption). Retrying cannot help: the message names the
+    file. A read database can be set aside and rebuilt from the log; an event store must
+    be restored from a backup."""
 
 
 class SchemaError(PersistenceError):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ._lineage import divergence
 from .checkpoints import CheckpointRow, read_rows
 from .errors import PersistenceError
 from .eventstore import EventStore
@@ -135,6 +136,10 @@ async def status_of(
         state = "rebuilding"
     if events_per_second is None:
         events_per_second = 0.0 if row is None else row.events_per_second
+    error = None if row is None else row.error
+    if row is not None and (reason := await divergence(store, row.position, row.event_id)):
+        # Not reset yet (that happens when a runner takes the projection): say why.
+        state, error = "error", f"projection {name!r} does not follow this log: {reason}"
     lag = await store.lag_events(position, head)
     return ProjectionStatus(
         name=name,
@@ -144,7 +149,7 @@ async def status_of(
         lag_seconds=await lag_seconds(store, position, head, now),
         state=state,
         events_per_second=events_per_second,
-        error=None if row is None else row.error,
+        error=error,
     )
 
 

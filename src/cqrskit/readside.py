@@ -14,11 +14,12 @@ first on the search path).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from .checkpoints import ensure_table, read_position
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DamagedDatabase
 from .projection import Projection
 from .sql import SqlTx
 
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("cqrskit.readside")
 
 
 class RebuildTarget(Protocol):
@@ -79,6 +82,12 @@ class ReadDatabase(Protocol):
 
     async def close(self) -> None: ...
 
+    async def set_aside(self) -> str | None:
+        """Move a damaged database out of the way and start on a fresh, empty one; return
+        where the old one went, or None when this backend cannot (PostgreSQL repairs its
+        own storage; an in-memory database is never damaged)."""
+        ...
+
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A fresh, empty target for this projection's tables (see :class:`RebuildTarget`)."""
         ...
@@ -91,6 +100,10 @@ async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]
     The one place read-side schemas are created (the runner's start, the rebuild, an API
     process that runs no projection), in one ``write_schema`` transaction: processes
     starting together on a fresh database take turns.
+
+    A damaged read database is set aside (:meth:`ReadDatabase.set_aside`) and replaced by
+    an empty one, where the projections start from position 0: the read side is derived
+    from the log, so nothing is lost but the time to replay it.
     """
 
     def create(tx: SqlTx) -> dict[str, int]:
@@ -99,7 +112,14 @@ async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]
             projection.create_schema(tx)
         return {p.name: read_position(tx, p.name) for p in projections}
 
-    return await db.write_schema(create)
+    try:
+        return await db.write_schema(create)
+    except DamagedDatabase as exc:
+        moved = await db.set_aside()
+        if moved is None:
+            raise
+        log.warning("%s; moved it to %s: the read models are rebuilt from the log", exc, moved)
+        return await db.write_schema(create)
 
 
 def tables_to_rebuild(projection: Projection) -> tuple[str, ...]:

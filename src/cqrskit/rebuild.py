@@ -103,6 +103,7 @@ class _Covered:
 @dataclass(slots=True)
 class _State:
     position: int = 0
+    event_id: str | None = None
     done: int = 0
     total: int = 0
     beat: float = 0.0
@@ -184,7 +185,7 @@ async def rebuild(
                 return 0
             await _write_batch(target, applier, events)
             covered.add_batch(events)
-            state.position = events[-1].position
+            state.position, state.event_id = events[-1].position, events[-1].event_id
             state.done += len(events)
             return len(events)
 
@@ -212,10 +213,17 @@ async def rebuild(
                 # The live runner applied events appended after the rebuild's last read:
                 # the final catch-up, to at least where it is, under the lock.
                 asyncio.run_coroutine_threadsafe(catch_up(live), loop).result()
-                if live not in covered:
+                if live not in covered and not beyond_log(live):
                     return False
-            complete_rebuild(tx, name, state.position, clock())
+            complete_rebuild(tx, name, state.position, clock(), state.event_id)
             return True
+
+        def beyond_log(live: int) -> bool:
+            """The live checkpoint is past the log's end: the live tables follow another
+            log (or this one before a restore). Waiting cannot make the log reach it; the
+            rebuilt tables replace them (see _lineage)."""
+            head = asyncio.run_coroutine_threadsafe(store.head_position(), loop).result()
+            return live > head
 
         for attempt in range(1, max_swap_attempts + 1):
             await catch_up(None)

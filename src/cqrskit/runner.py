@@ -27,7 +27,7 @@ from ._worker import ACTIVE, Worker, infrastructure_backoff
 from .backoff import RetryPolicy
 from .checkpoints import record_state
 from .consistency import wait_for_position
-from .errors import ConfigurationError, ProjectionError, StoreClosed
+from .errors import ConfigurationError, DamagedDatabase, ProjectionError, StoreClosed
 from .eventstore import EventStore
 from .lease import Lease
 from .monitoring import ProjectionStatus, read_checkpoints, status_of
@@ -78,7 +78,7 @@ class ProjectionRunner:
         self._lease_interval = lease_interval
         retry = retry or RetryPolicy()
         self._workers = {
-            p.name: Worker(p, store.codec, db, retry, clock, self._sleep) for p in projections
+            p.name: Worker(p, store, db, retry, clock, self._sleep) for p in projections
         }
         self._started = False
         self._stop: asyncio.Future[None] | None = None
@@ -95,7 +95,15 @@ class ProjectionRunner:
         positions = await create_read_models(self._db, projections)
         for worker in self._workers.values():
             worker.checkpoint = positions[worker.name]
-            worker.state = "standby" if self._lease is not None else "running"
+            # Each projection this process runs checks its checkpoint against the log
+            # before start() returns (see _lineage): an API serving once it returns never
+            # answers from a read model that follows another log.
+            if self._lease is None:
+                worker.state = "running"
+                await worker.start_from_checkpoint()
+            else:
+                worker.state = "standby"
+                await worker.hold_lease(self._lease, self._lease_interval)
             worker.task = asyncio.create_task(self._run(worker), name=f"projection {worker.name}")
 
     async def stop(self) -> None:
@@ -191,7 +199,7 @@ class ProjectionRunner:
         size = self._batch_size
         ahead = ReadAhead(self._store, size)
         try:
-            while not self._stopping:
+            while not self._stopping and worker.state != "error":
                 if self._lease is not None and not await worker.hold_lease(
                     self._lease, self._lease_interval
                 ):
@@ -201,6 +209,10 @@ class ProjectionRunner:
                     events = await ahead.read(worker.checkpoint)
                 except StoreClosed:
                     raise
+                except DamagedDatabase as exc:  # the log's file: retrying cannot help
+                    cause = f"cannot read the log: {exc}"
+                    await worker.fail(ProjectionError(worker.name, worker.checkpoint, "", cause))
+                    return
                 except Exception:
                     log.warning("projection %s: reading the log failed", worker.name, exc_info=True)
                     await self._sleep(next(worker.pause))

@@ -35,12 +35,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cqrskit import CqrsKitError, RebuildProgress, rebuild
+from cqrskit import (
+    ConfigurationError,
+    CqrsKitError,
+    PersistenceError,
+    RebuildProgress,
+    rebuild,
+)
 
 from .api import create_app
 from .api.protocol import protocol_with_header_timeout
 from .api.schemas import STATUS_FIELDS
-from .infrastructure.bootstrap import bootstrap
+from .infrastructure.bootstrap import Container, bootstrap
 from .infrastructure.logs import OneLineFormatter
 from .infrastructure.settings import Settings
 
@@ -65,15 +71,31 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _settings(data_dir: Path | None, write_url: str | None, read_url: str | None) -> Settings:
-    return Settings.from_env(data_dir=data_dir, write_url=write_url, read_url=read_url)
+    """The settings; a bad value in the environment is one line and exit status 2."""
+    try:
+        return Settings.from_env(data_dir=data_dir, write_url=write_url, read_url=read_url)
+    except ConfigurationError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 EXIT_ERROR = 1
 """Exit status of a command that failed at run time (the message says why)."""
 EXIT_USAGE = 2
 """Exit status of a command given something that cannot be right (as for a bad option)."""
+EXIT_DATABASE = 3
+"""Exit status when a database cannot be opened or used: unreachable, damaged, full, its
+schema newer than this code (the message names which and why)."""
 EXIT_CANNOT_LISTEN = 4
 """Exit status of ``serve`` when it cannot listen on the address (in use, not allowed)."""
+
+
+def _exit_status(exc: CqrsKitError | OSError) -> int:
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE
+    if isinstance(exc, PersistenceError):
+        return EXIT_DATABASE
+    return EXIT_ERROR
 
 
 def _existing(settings: Settings) -> Settings:
@@ -87,7 +109,8 @@ def _existing(settings: Settings) -> Settings:
 
 
 def _run(coro: Coroutine[Any, Any, int], *, uvloop_loop: bool = False) -> None:
-    """Run a command's coroutine; a framework error is a message and exit status 1.
+    """Run a command's coroutine; a framework error or one of the system's (a directory
+    that cannot be created, say) is one line and an exit status that says which kind.
 
     ``uvloop_loop``: on uvloop (installed with uvicorn[standard]) instead of asyncio's own
     loop, for ``serve``: its transports and thread wake-ups cost a fraction of the
@@ -100,9 +123,9 @@ def _run(coro: Coroutine[Any, Any, int], *, uvloop_loop: bool = False) -> None:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             code = runner.run(coro)
-    except CqrsKitError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_ERROR) from None
+    except (CqrsKitError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(_exit_status(exc)) from None
     raise typer.Exit(code)
 
 
@@ -174,10 +197,33 @@ async def _serve(
     except OSError as exc:
         err.print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
         return EXIT_CANNOT_LISTEN
+    try:
+        # Opened before uvicorn, so that a failure is one line and an exit status of
+        # _run's, not uvicorn's lifespan traceback.
+        container = await bootstrap(settings)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        await container.open(run_projections)
+        return await _listen(settings, container, sock, host, log_level, limits)
+    finally:
+        sock.close()
+        await container.close()  # after uvicorn finished the requests in flight
+
+
+async def _listen(
+    settings: Settings,
+    container: Container,
+    sock: socket.socket,
+    host: str,
+    log_level: str,
+    limits: _Limits,
+) -> int:
     real_port = sock.getsockname()[1]
     _raise_open_files_limit()
     config = uvicorn.Config(
-        create_app(settings, run_projections=run_projections),
+        create_app(settings, container=container),
         lifespan="on",
         log_level=log_level,
         access_log=False,
@@ -187,10 +233,7 @@ async def _serve(
     )
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     server = _Server(config, f"Listening on http://{shown}:{real_port}")
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        sock.close()
+    await server.serve(sockets=[sock])
     return 0 if server.started else 1
 
 

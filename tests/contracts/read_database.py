@@ -46,6 +46,7 @@ from cqrskit.checkpoints import (
     complete_rebuild,
     ensure_table,
     lock_position,
+    read_mark,
     read_position,
     write_position,
 )
@@ -169,6 +170,28 @@ class ReadDatabaseContract(ABC):
         # The old table: the new schema's index would refuse LIVE_ROWS (one code twice).
         assert await db.read(items) == LIVE_ROWS
         assert await db.read(lambda tx: read_position(tx, "items")) == checkpoint
+
+    # -- the checkpoint table ---------------------------------------------------------------
+
+    async def test_a_checkpoint_table_from_before_event_ids_gets_the_column(
+        self, db: ReadDatabase
+    ) -> None:
+        def old_table(tx: SqlTx) -> None:  # the table as the first release made it
+            tx.execute(
+                "CREATE TABLE cqrskit_projections (name TEXT PRIMARY KEY, position BIGINT"
+                " NOT NULL, state TEXT NOT NULL, error TEXT, updated_at DOUBLE PRECISION,"
+                " events_per_second DOUBLE PRECISION NOT NULL DEFAULT 0, rebuild_position"
+                " BIGINT, rebuild_updated_at DOUBLE PRECISION)"
+            )
+            tx.execute("INSERT INTO cqrskit_projections (name, position, state)"
+                       " VALUES ('items', 12, 'stopped')")  # fmt: skip
+
+        await db.write_schema(old_table)
+        await db.write_schema(ensure_table)
+        await db.write_schema(ensure_table)  # twice: nothing to add the second time
+        assert await db.read(lambda tx: read_mark(tx, "items")) == (12, None)
+        await db.write(lambda tx: write_position(tx, "items", 13, "running", 0.0, 0.0, "e-13"))
+        assert await db.read(lambda tx: read_mark(tx, "items")) == (13, "e-13")
 
     # -- transactions -----------------------------------------------------------------------
 

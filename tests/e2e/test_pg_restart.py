@@ -261,7 +261,10 @@ def test_an_outage_longer_than_the_deadline_gives_503_within_the_client_timeout(
     try:
         server = pool.start(storage)
         figures = load_through_outage(server, outage)
-        assert "no answer within" in server.output(), "the deadline was never reached"
+        output = server.output()
+        # Requests holding a cut connection meet the deadline; the others find the pool
+        # full and fail fast (issue 14 finding 11): either way a 503, never a hang.
+        assert "no answer within" in output or "no free connection in" in output, output
         assert "unhandled error" not in server.output(), server.stderr_tail()
     finally:
         pool.close()

@@ -7,9 +7,11 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import stat
@@ -120,11 +122,12 @@ async def test_a_token_with_padding_appended_is_401(client: httpx.AsyncClient) -
 
 
 async def test_every_response_says_nosniff_and_no_store(client: httpx.AsyncClient) -> None:
-    user_id, auth = await signup(client, "ann@example.com")
+    created = await client.post("/users", json={"email": "ann@example.com", "password": PASSWORD})
+    user_id = created.json()["id"]
     responses = [
         await client.get("/health"),
         await client.post("/sessions", json={"email": "ann@example.com", "password": PASSWORD}),
-        await client.get(f"/users/{user_id}", headers=auth),
+        await client.get(f"/users/{user_id}", headers=at(created)),
         await client.get("/users/nobody"),
         await client.post("/users", content=b"{not json"),
         await client.get("/no/such/route"),
@@ -461,3 +464,133 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(tmp_path: Path) -> Non
         await asyncio.wait_for(app(scope, never, send), 10)
     assert sent[0]["status"] == 408
     assert b"did not arrive" in sent[1]["body"]
+
+
+# -- a restored write.db, damaged files, a full disk -------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(data: Path) -> Any:
+    app = create_app(settings_in(data))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
+            yield client
+
+
+async def test_after_restoring_write_db_every_new_write_is_readable(tmp_path: Path) -> None:
+    """The contract: write.db restored from a backup while read.db is kept."""
+    async with serving(tmp_path) as client:
+        for i in range(5):
+            await signup(client, f"early{i}@example.com")
+    with sqlite3.connect(tmp_path / "write.db") as src, sqlite3.connect(tmp_path / "b.db") as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    async with serving(tmp_path) as client:
+        for i in range(20):
+            await signup(client, f"late{i}@example.com")
+    (tmp_path / "b.db").replace(tmp_path / "write.db")
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"write.db{suffix}").unlink(missing_ok=True)
+    # `social rebuild` on that state (in a copy): it used to give up after 1000 swaps.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("write.db", "read.db"):  # closed cleanly: no -wal left
+        shutil.copy(tmp_path / name, copy / name)
+    rebuilt = await asyncio.to_thread(
+        CliRunner().invoke, cli.app, ["rebuild", "--data-dir", str(copy)]
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert rebuilt.output.count("up to position 5 ") == 3, rebuilt.output
+    async with serving(tmp_path) as client:
+        created = await client.post(
+            "/users", json={"email": "new@example.com", "password": PASSWORD}
+        )
+        assert created.status_code == 201, created.text
+        found = await client.get(f"/users/{created.json()['id']}", headers=at(created))
+        assert found.status_code == 200, found.text
+        position = int(created.headers["X-Position"])
+        for _ in range(100):  # the other read models follow on their own time
+            states = (await client.get("/projections")).json()
+            if all(p["position"] == position for p in states):
+                break
+            await asyncio.sleep(0.05)
+        assert [(p["position"], p["lag_events"], p["state"]) for p in states] == [
+            (position, 0, "running")
+        ] * 3
+
+
+def test_rebuild_and_serve_start_from_a_damaged_read_db(tmp_path: Path) -> None:
+    asyncio.run(_signup_some(tmp_path))
+    with (tmp_path / "read.db").open("r+b") as f:
+        f.write(b"\x00" * 100)  # the header: not a database any more
+    result = CliRunner().invoke(cli.app, ["rebuild", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert list(tmp_path.glob("read.db.damaged-*"))
+    result = CliRunner().invoke(cli.app, ["status", "--json", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {row["position"] for row in json.loads(result.output)} == {3}
+
+
+async def _signup_some(data: Path) -> None:
+    async with serving(data) as client:
+        for i in range(3):
+            await signup(client, f"u{i}@example.com")
+
+
+def test_serve_on_a_damaged_write_db_fails_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "write.db").write_bytes(b"this is not a database" * 300)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("social")), "serve", "--port", "0",
+         "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == cli.EXIT_DATABASE, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {tmp_path / 'write.db'}: the database file is damaged")
+
+
+def test_a_full_database_is_storage_full_naming_the_file(tmp_path: Path) -> None:
+    from cqrskit import StorageFull
+    from cqrskit.backends.sqlite.connection import convert_error
+
+    path = tmp_path / "small.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x TEXT)")
+    conn.execute("PRAGMA max_page_count = 4")  # as a full disk: SQLITE_FULL
+    with pytest.raises(sqlite3.Error) as raised:
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 2000,)] * 100)
+    conn.close()
+    converted = convert_error(raised.value, path)
+    assert isinstance(converted, StorageFull)
+    assert str(converted).startswith(f"{path}: ")
+
+
+async def test_a_full_disk_is_507_not_database_unavailable(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cqrskit import StorageFull
+
+    store = app.state.container.store
+
+    async def full(*args: object, **kwargs: object) -> None:
+        raise StorageFull("/data/write.db: database or disk is full")
+
+    monkeypatch.setattr(store, "append", full)
+    resp = await client.post("/users", json={"email": "ann@example.com", "password": PASSWORD})
+    body = error(resp, 507)
+    assert "disk is full" in body["error"]
+    assert "/data" not in body["error"]  # the path is for the operator's log only
+
+
+def test_postgresql_full_disk_and_corruption_have_their_own_errors() -> None:
+    from cqrskit import DamagedDatabase, StorageFull
+    from cqrskit.backends.postgres.connection import convert_error
+
+    assert isinstance(convert_error(psycopg.errors.DiskFull("no space")), StorageFull)
+    assert isinstance(convert_error(psycopg.errors.DataCorrupted("page")), DamagedDatabase)
+    assert isinstance(convert_error(psycopg.errors.IndexCorrupted("index")), DamagedDatabase)

@@ -31,7 +31,7 @@ def test_status_json_lists_every_read_model(tmp_path: Path) -> None:
 
 def test_rebuilding_an_unknown_read_model_fails_with_a_message(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["rebuild", "nope", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error (cli.EXIT_USAGE)
     assert "no read model named 'nope'" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 

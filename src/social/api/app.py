@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from ..infrastructure.bootstrap import bootstrap
+from ..infrastructure.bootstrap import Container, bootstrap
 from ..infrastructure.settings import Settings
 from .errors import install_error_handlers
 from .middleware import Guard
@@ -21,22 +21,29 @@ from .routes import router
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, *, run_projections: bool = True) -> FastAPI:
-    """``run_projections=False``: an API process that only reads what others project."""
+def create_app(
+    settings: Settings, *, run_projections: bool = True, container: Container | None = None
+) -> FastAPI:
+    """``run_projections=False``: an API process that only reads what others project.
+
+    ``container``: one the caller has opened (and started, as it chose) and will close;
+    ``serve`` does so, to report a failure to open in one line before listening. Without
+    it, the lifespan opens one and closes it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await bootstrap(settings)
-        app.state.container = container
+        if container is not None:
+            app.state.container = container
+            yield
+            return
+        container_ = await bootstrap(settings)
+        app.state.container = container_
         try:
-            if run_projections:
-                await container.start_projections()
-            else:
-                await container.prepare_read_side()
+            await container_.open(run_projections)
             yield
         finally:
             # uvicorn has finished the in-flight requests; the runner finishes its batch.
-            await container.close()
+            await container_.close()
 
     app = FastAPI(
         title="social",

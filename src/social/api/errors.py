@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from cqrskit import ConcurrencyError, ConsistencyTimeout, OperationalError, PositionBeyondLog
+from cqrskit import (
+    ConcurrencyError,
+    ConsistencyTimeout,
+    DamagedDatabase,
+    OperationalError,
+    PositionBeyondLog,
+    StorageFull,
+)
 
 from ..application.throttle import TooManyAttempts
 from ..application.tokens import InvalidToken
@@ -56,6 +63,8 @@ STATUS_OF: dict[type[Exception], int] = {
     CannotFollowSelf: 422,
     ConsistencyTimeout: 503,
     OperationalError: 503,
+    DamagedDatabase: 503,
+    StorageFull: 507,
 }
 
 
@@ -94,6 +103,14 @@ def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         case InvalidValue():
             details = [{"field": exc.field, "message": exc.message}]
             return error_response(status, str(exc), details=details)
+        case StorageFull():
+            log.error("database full: %s", exc)
+            return error_response(
+                status, "Insufficient storage: the database's disk is full, nothing was written"
+            )
+        case DamagedDatabase():
+            log.error("database damaged: %s", exc)  # names the file: for the operator only
+            return error_response(status, "The database is damaged; the operator must restore it")
         case OperationalError():
             log.warning("database unavailable: %s", exc)
             return error_response(

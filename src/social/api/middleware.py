@@ -59,8 +59,8 @@ class Guard:
       connection;
     - the deadline: no request outlives ``seconds``; past it, 503 with ``Retry-After``,
       never a hang (408 when it was the client's body that did not arrive: not the
-      service's fault). When the database is down, a request can wait for a pooled
-      connection far longer than any client does (the pool's own timeout is 30 s). The
+      service's fault). When the database is down, a request may hang on a
+      connection it already holds (a full pool fails fast on its own: about 1 s). The
       request is cancelled at the deadline: a write whose outcome is then unknown answers
       503 (not acknowledged: it may or may not have been stored, as with any timeout),
       and the client retries. The deadline is longer than the ``X-Min-Position`` wait,

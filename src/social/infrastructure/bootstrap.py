@@ -123,6 +123,13 @@ class Container:
         """
         await create_read_models(self.db, self.projections)
 
+    async def open(self, run_projections: bool) -> None:
+        """Start the projections, or (an API process only) prepare the read side."""
+        if run_projections:
+            await self.start_projections()
+        else:
+            await self.prepare_read_side()
+
     async def start_projections(self) -> None:
         await self.prepare_read_side()
         await self.runner.start()
@@ -172,18 +179,37 @@ async def open_backends(
 
     SQLite files ``write.db``/``read.db`` in the data dir by default; PostgreSQL when
     ``write_url`` and ``read_url`` are set (its modules are imported only then).
+
+    On PostgreSQL the process keeps to ``settings.pg_connections`` connections: the pools
+    get the budget less the 3 dedicated connections (the store's NOTIFY and LISTEN, the
+    lease of ``_lease_for``), split by ``Settings.pg_pools``; a call that finds its pool
+    exhausted for ``settings.pg_pool_timeout`` seconds fails (503), it does not queue.
     """
     if settings.write_url or settings.read_url:
         if not (settings.write_url and settings.read_url):
             raise ConfigurationError("give both --write-url and --read-url, or neither")
+        pools = settings.pg_pools()  # refuses a budget too small, before connecting
         try:
             from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
         except ImportError as exc:
             raise ConfigurationError(
                 f"the PostgreSQL backend is not available in this installation: {exc}"
             ) from exc
-        pg_store = await PostgresEventStore.open(settings.write_url, codec, inline=inline)
-        return pg_store, PostgresDatabase(settings.read_url)
+        pg_store = await PostgresEventStore.open(
+            settings.write_url,
+            codec,
+            inline=inline,
+            pool_min=1,
+            pool_max=pools.events,
+            pool_timeout=settings.pg_pool_timeout,
+        )
+        pg_db = PostgresDatabase(
+            settings.read_url,
+            pool_min=1,
+            pool_max=pools.read,
+            pool_timeout=settings.pg_pool_timeout,
+        )
+        return pg_store, pg_db
     data = settings.data_dir
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     sqlite_store = await SqliteEventStore.open(data / "write.db", codec, inline=inline)

@@ -121,6 +121,10 @@ class MemoryDatabase:
         if self._closed:
             raise self._closed_error()
 
+    async def set_aside(self) -> str | None:
+        """An in-memory database has no file to damage: nothing to set aside."""
+        return None
+
     async def close(self) -> None:
         """Finish the calls queued, then drop the database (idempotent)."""
         if self._closed:

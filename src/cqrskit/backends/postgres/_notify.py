@@ -6,6 +6,12 @@ do not notify in their transaction: :class:`Notifier` sends one
 ``pg_notify(CHANNEL, position)`` per burst of commits from its own connection and thread,
 and :class:`Listener` LISTENs on a dedicated connection in other processes. Both are
 hints: reads stay the truth, and subscribers poll as a fallback.
+
+Connections: one each (the notifier's once something was appended, the listener's once
+something waited), to the event store's database, named ``cqrskit-notify`` and
+``cqrskit-listen`` in ``pg_stat_activity`` unless the URL names them. The listener's must
+be a *session* of its own (LISTEN belongs to the server session: no PgBouncer transaction
+pooling in between).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ __all__ = ["CHANNEL", "Listener", "Notifier"]
 
 CHANNEL = "cqrskit_events"
 """The LISTEN/NOTIFY channel appends are announced on (a hint: reads are the truth)."""
+
+_LISTEN_TIMEOUT = 2.0
+"""How often the listener looks whether it should stop when no notification woke it."""
 
 
 class Notifier:
@@ -59,7 +68,9 @@ class Notifier:
             self._pending.clear()
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self._url, autocommit=True)
+                    conn = psycopg.connect(
+                        self._url, autocommit=True, fallback_application_name="cqrskit-notify"
+                    )
                     self.backend_pid = conn.info.backend_pid
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(self._latest)))
             except psycopg.Error:
@@ -94,24 +105,34 @@ class Listener:
     def _main(self) -> None:
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with psycopg.connect(
+                    self._url, autocommit=True, fallback_application_name="cqrskit-listen"
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     conn.execute(f"LISTEN {self._stop_channel}")
                     self._wake("", 0)  # notifications sent while we were not listening are lost
                     while not self._stopping.is_set():
-                        for notification in conn.notifies(timeout=5.0):
+                        for notification in conn.notifies(timeout=_LISTEN_TIMEOUT):
                             if self._stopping.is_set():
                                 return
                             self._wake(notification.payload, notification.pid)
             except psycopg.Error:
                 self._stopping.wait(1.0)  # server away: subscribers poll meanwhile
 
-    def stop(self) -> None:
+    def stop(self, notify: Callable[[str], object] | None = None) -> None:
+        """Stop the listener and wait for its thread. ``notify(statement)`` runs the
+        ``NOTIFY`` that wakes it at once on a connection the caller has (the store's
+        pool: no connection beyond the budget); without it, on a connection of its own.
+        If that fails the listener still exits, at its next ``notifies()`` timeout."""
         self._stopping.set()
-        # If this fails the listener still exits, at its next notifies() timeout.
-        with (
-            contextlib.suppress(psycopg.Error),
-            psycopg.connect(self._url, autocommit=True) as conn,
-        ):
-            conn.execute(f"NOTIFY {self._stop_channel}")
+        statement = f"NOTIFY {self._stop_channel}"
+        if notify is not None:
+            with contextlib.suppress(Exception):
+                notify(statement)
+        else:
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(self._url, autocommit=True) as conn,
+            ):
+                conn.execute(statement)
         self._thread.join()

@@ -15,7 +15,7 @@ from ...errors import ConfigurationError
 from ...projection import Projection
 from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
 from ...sql import SqlTx
-from .connection import PgPool, PgTx, write_transaction
+from .connection import DEFAULT_POOL_TIMEOUT, PgPool, PgTx, write_transaction
 
 __all__ = ["SCHEMA_LOCK", "PgRebuildTarget", "PostgresDatabase"]
 
@@ -38,11 +38,31 @@ class PostgresDatabase:
     Exactly-once on PostgreSQL: a projection batch must lock its checkpoint row before it
     compares it (:func:`cqrskit.checkpoints.lock_position`), so that a second runner's batch
     waits, then sees the moved checkpoint and discards itself.
+
+    Connections: at most ``pool_max`` to the server (:attr:`max_connections`). A call
+    that finds none free within ``pool_timeout`` seconds raises
+    :class:`~cqrskit.errors.OperationalError` (the pool is exhausted). A blue/green
+    rebuild's swap holds one connection while its final catch-up writes through another:
+    give a database that rebuilds at least two.
     """
 
-    def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_min: int = 1,
+        pool_max: int = 8,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    ) -> None:
         self.url = url
-        self._pool = PgPool(url, min_size=pool_min, max_size=pool_max, name="cqrskit-read")
+        self._pool = PgPool(
+            url, min_size=pool_min, max_size=pool_max, name="cqrskit-read", timeout=pool_timeout
+        )
+
+    @property
+    def max_connections(self) -> int:
+        """The most connections this object opens to the server at once: its pool's."""
+        return self._pool.max_size
 
     def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
         return self._pool.write_sync(fn, pipeline)
@@ -73,6 +93,11 @@ class PostgresDatabase:
     async def run(self, fn: Callable[[], T]) -> T:
         """Run a blocking function on this database's threads."""
         return await self._pool.run(fn)
+
+    async def set_aside(self) -> str | None:
+        """Never: PostgreSQL detects and reports damage to its own storage (data
+        checksums, WAL); repairing a cluster is its operator's work, not a service's."""
+        return None
 
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A fresh schema where ``projection``'s tables are rebuilt under their plain names;

@@ -66,8 +66,13 @@ class PgAdvisoryLease:
     """:class:`~cqrskit.runner.Lease` on advisory locks of the database at ``url``.
 
     One instance holds any number of leases on its one connection (one worker thread
-    drives it). ``close()`` releases them all.
+    drives it; :attr:`max_connections`). ``close()`` releases them all. The connection
+    must reach the server in *session* mode (a PgBouncer in transaction mode would hand
+    the session, and its locks, to another client).
     """
+
+    max_connections = 1
+    """The most connections one instance opens to the server at once."""
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -62,6 +62,9 @@ woken directly at commit; other processes LISTEN on a dedicated connection, with
 fallback (``poll_interval``) for hints lost to a crash between commit and notify. Reads
 stay the truth: a wake that names a commit the waiter had not seen yet ends the wait
 without a look (the waiter's next read is that look); any other wake is checked.
+
+**Connections.** At most ``pool_max + 2``: the pool's, the notifier's (from the first
+append), the listener's (from the first wait). A full pool: see :mod:`.connection`.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ from ...projection import Projection
 from ...sql import SqlTx
 from ._append import Appender
 from ._notify import Listener, Notifier
-from .connection import PgPool, PgTx
+from .connection import DEFAULT_POOL_TIMEOUT, PgPool, PgTx
 from .migrate import LOCK_KEY, apply_on
 
 __all__ = ["PostgresEventStore"]
@@ -127,6 +130,9 @@ class PostgresEventStore(EventStore):
     :meth:`open`/:meth:`ready`). ``inline`` projections run inside each append's
     transaction on this database (their tables are created at open); if one raises, that
     append fails whole and nothing of it is stored.
+
+    ``pool_max`` bounds the pool (and its threads): :attr:`max_connections` is one more
+    for the notifier, one for the listener; ``pool_timeout``: see :mod:`.connection`.
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class PostgresEventStore(EventStore):
         inline: Sequence[Projection] = (),
         pool_min: int = 2,
         pool_max: int = 16,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         poll_interval: float = 0.5,
     ) -> None:
         self.url = url
@@ -147,7 +154,12 @@ class PostgresEventStore(EventStore):
             p.as_inline_handler(codec) for p in self._inline
         )
         self._pool = PgPool(
-            url, min_size=pool_min, max_size=pool_max, name="cqrskit-events", on_open=self._setup
+            url,
+            min_size=pool_min,
+            max_size=pool_max,
+            name="cqrskit-events",
+            on_open=self._setup,
+            timeout=pool_timeout,
         )
         self._appender = Appender(self._pool, self._inline_handlers)
         self._closed = False
@@ -168,6 +180,7 @@ class PostgresEventStore(EventStore):
         inline: Sequence[Projection] = (),
         pool_min: int = 2,
         pool_max: int = 16,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         poll_interval: float = 0.5,
     ) -> PostgresEventStore:
         """Construct and wait until migrations and inline schemas are in place."""
@@ -177,6 +190,7 @@ class PostgresEventStore(EventStore):
             inline=inline,
             pool_min=pool_min,
             pool_max=pool_max,
+            pool_timeout=pool_timeout,
             poll_interval=poll_interval,
         )
         try:
@@ -185,6 +199,11 @@ class PostgresEventStore(EventStore):
             await store.close()
             raise
         return store
+
+    @property
+    def max_connections(self) -> int:
+        """The most connections this store opens to the server at once."""
+        return self._pool.max_size + 2  # the notifier's and the listener's
 
     async def ready(self) -> None:
         """Connect, apply migrations and create the inline projections' tables."""
@@ -365,11 +384,11 @@ class PostgresEventStore(EventStore):
             return
         self._closed = True
         self._waiters.wake()
-        await self._pool.close()
         listener = self._listener
         await asyncio.get_running_loop().run_in_executor(None, self._stop_threads, listener)
+        await self._pool.close()
 
     def _stop_threads(self, listener: Listener | None) -> None:
         self._notifier.stop()
-        if listener is not None:
-            listener.stop()
+        if listener is not None:  # woken through the pool: no connection beyond the budget
+            listener.stop(self._pool.execute_if_open)

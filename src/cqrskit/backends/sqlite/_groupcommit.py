@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...errors import OperationalError, SchemaError, StoreClosed
+from ...errors import DamagedDatabase, OperationalError, SchemaError, StoreClosed
 from .connection import converted
 
 __all__ = ["MAX_GROUP", "GroupCommitWriter", "Request", "StoreStats"]
@@ -89,7 +89,9 @@ class GroupCommitWriter:
 
     ``open`` runs first on the writer thread and returns the write connection and the
     log's head; ``read_head`` reads the head inside each group's transaction;
-    ``on_commit`` runs after each commit that stored events, before the callers hear back.
+    ``on_commit`` runs after each commit that stored events, before the callers hear back;
+    ``convert`` turns what the driver raised into what the callers see (see
+    :func:`~cqrskit.backends.sqlite.connection.converted`).
     """
 
     def __init__(
@@ -99,8 +101,10 @@ class GroupCommitWriter:
         open: Callable[[], tuple[sqlite3.Connection, int]],
         read_head: Callable[[sqlite3.Connection], int],
         on_commit: Callable[[], None],
+        convert: Callable[[Exception], Exception] = converted,
     ) -> None:
         self._label = label
+        self._convert = convert
         self._open = open
         self._read_head = read_head
         self._on_commit = on_commit
@@ -143,7 +147,7 @@ class GroupCommitWriter:
         try:
             conn, self.head = self._open()
         except BaseException as exc:
-            self._setup_error = converted(exc) if isinstance(exc, Exception) else exc
+            self._setup_error = self._convert(exc) if isinstance(exc, Exception) else exc
         finally:
             self._ready.set()
         stopping = False
@@ -213,7 +217,7 @@ class GroupCommitWriter:
                 except sqlite3.Error as undo_exc:
                     self._abort(conn, batch, undo_exc)
                     return
-                outcomes.append(converted(exc))
+                outcomes.append(self._convert(exc))
             else:
                 # head advances only past requests that stay: the next request reuses a
                 # failed one's positions, so the log has no gaps (lag = head - checkpoint).
@@ -245,7 +249,7 @@ class GroupCommitWriter:
             # If even this fails the connection is unusable; the next BEGIN reports it.
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-        self._fail(batch, lambda: converted(exc))
+        self._fail(batch, lambda: self._convert(exc))
 
     def _fail(self, batch: list[Request], error: Callable[[], BaseException]) -> None:
         self.stats.failed += len(batch)
@@ -256,7 +260,7 @@ class GroupCommitWriter:
         """A fresh error for one caller, saying why the store could not be opened."""
         cause = self._setup_error
         error: BaseException
-        if isinstance(cause, SchemaError | OperationalError):
+        if isinstance(cause, SchemaError | OperationalError | DamagedDatabase):
             error = type(cause)(str(cause))
         else:
             error = OperationalError(f"{self._label} could not be opened: {cause!r}")

@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 
 from ...errors import (
     ConfigurationError,
+    DamagedDatabase,
     IntegrityError,
     OperationalError,
     PersistenceError,
+    StorageFull,
     UniqueViolation,
 )
 from ...sql import Row
@@ -85,26 +87,39 @@ def _enable_wal(conn: sqlite3.Connection, attempts: int = 200) -> None:
             time.sleep(0.01 + 0.0005 * attempt)
 
 
-def convert_error(exc: sqlite3.Error) -> PersistenceError:
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_FULL = frozenset({sqlite3.SQLITE_FULL})
+
+
+def convert_error(exc: sqlite3.Error, path: Path | None = None) -> PersistenceError:
+    """The :mod:`cqrskit.errors` error ``exc`` means; ``path``, the file it came from, is
+    named in the message of a damaged or full database (an operator must know which)."""
     message = str(exc)
     if isinstance(exc, sqlite3.IntegrityError):
         for prefix in ("UNIQUE constraint failed: ", "PRIMARY KEY constraint failed: "):
             if message.startswith(prefix):
                 return UniqueViolation(message, message[len(prefix) :])
         return IntegrityError(message)
+    # The extended code's low byte is the primary code (SQLITE_CORRUPT_INDEX is CORRUPT).
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    where = "" if path is None else f"{path}: "
+    if code in _DAMAGED:
+        return DamagedDatabase(f"{where}the database file is damaged ({message})")
+    if code in _FULL:
+        return StorageFull(f"{where}{message} (no space left for the database)")
     if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
         return OperationalError(message)
     return PersistenceError(message)
 
 
-def converted(exc: Exception) -> Exception:
+def converted(exc: Exception, path: Path | None = None) -> Exception:
     """``exc`` as its caller sees it: a sqlite3 error becomes the cqrskit error it means
     (with the driver's as its cause), anything else stays as it is. Every pool of threads
-    of this backend applies it to what its calls raise (``Workers(translate=...)``): the
-    one boundary where this backend's errors are converted."""
+    of this backend applies it to what its calls raise (``Workers(translate=...)``, with
+    the file's ``path``): the one boundary where this backend's errors are converted."""
     if not isinstance(exc, sqlite3.Error):
         return exc
-    error = convert_error(exc)
+    error = convert_error(exc, path)
     error.__cause__ = exc
     return error
 
@@ -228,23 +243,28 @@ class ReaderConnections:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[sqlite3.Connection] = []
+        self._generation = 0
+        """Bumped by ``close``: a thread's connection of an older generation is closed."""
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.generation != self._generation:
             self._before_first()
             conn = connect(self._path, synchronous=self._synchronous, readonly=True)
             if self._cache_kib is not None:
                 conn.execute(f"PRAGMA cache_size = -{self._cache_kib}")
             self._local.conn = conn
+            self._local.generation = self._generation
             with self._lock:
                 self._opened.append(conn)
         return conn
 
     def close(self) -> None:
-        """Close every connection (their threads have stopped)."""
+        """Close every connection (their threads have stopped, or are idle: the next
+        ``get`` on each opens a new one)."""
         with self._lock:
             opened, self._opened = self._opened, []
+            self._generation += 1
         for conn in opened:
             conn.close()

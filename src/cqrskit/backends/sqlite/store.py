@@ -23,6 +23,7 @@ commit (as with any database whose client disconnects after sending COMMIT).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import sqlite3
 import threading
@@ -178,7 +179,7 @@ class SqliteEventStore(EventStore):
             readers,
             f"cqrskit-r-{self.path.name}",
             lambda: StoreClosed(f"event store {self.path} is closed"),
-            converted,
+            functools.partial(converted, path=self.path),
         )
         self._writer = GroupCommitWriter(
             f"event store {self.path}",
@@ -186,6 +187,7 @@ class SqliteEventStore(EventStore):
             self._setup,
             _read_head,
             self._waiters.wake,
+            functools.partial(converted, path=self.path),
         )
         self.stats = self._writer.stats
         # Every reader thread keeps a connection, and each would grow SQLite's default
