@@ -30,7 +30,9 @@ __all__ = ["Aggregate"]
 class Aggregate:
     stream_prefix: ClassVar[str] = ""
     """Streams of this aggregate are named ``f"{stream_prefix}-{id}"`` (defaults to the
-    lower-cased class name)."""
+    lower-cased class name). ``RecordedEvent.aggregate_id`` and ``stream_type`` split a
+    stream's name at its first ``-`` (ids may contain ``-``: UUIDs do), so they give this
+    aggregate's id and prefix only when the prefix has no ``-`` of its own."""
 
     def __init__(self, id: str) -> None:
         self.id = id

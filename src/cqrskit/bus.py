@@ -13,6 +13,12 @@ Register every handler explicitly in one place (the app's bootstrap)::
 A command handler is ``async def handler(command) -> value``. The bus opens a
 :class:`~cqrskit.context.CommandContext` around it; the repository records the positions
 the command read and appended, which become ``result.position``.
+
+Typing: a command declares what its handler returns, ``class RegisterUser(Command[UserId])``
+(a bare ``Command`` subclass returns ``Any``). Then ``dispatch(RegisterUser(...))`` is a
+``CommandResult[UserId]``, and ``register(RegisterUser, handler)`` is a type error unless
+``handler`` accepts a ``RegisterUser`` and returns an awaitable of a ``UserId``. Likewise
+``class GetUser(Query[UserView])`` makes ``ask(GetUser(...))`` a ``QueryResult[UserView]``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .backoff import backoff_delays
 from .context import CommandContext, _reset, _set
@@ -32,6 +38,7 @@ from .messages import Command, Query
 __all__ = [
     "CommandBus",
     "CommandResult",
+    "CommandType",
     "Dispatch",
     "Middleware",
     "QueryBus",
@@ -43,6 +50,9 @@ __all__ = [
 
 T = TypeVar("T")
 M = TypeVar("M")
+C = TypeVar("C")
+C_co = TypeVar("C_co", covariant=True)
+R_contra = TypeVar("R_contra", contravariant=True)
 
 log = logging.getLogger("cqrskit.bus")
 
@@ -59,6 +69,21 @@ class QueryResult(Generic[T]):
     value: T
     position: int
     """Position the read model had processed when it answered (read in the same transaction)."""
+
+
+class CommandType(Protocol[C_co, R_contra]):
+    """A command class as :meth:`CommandBus.register` sees it: it makes ``C_co`` instances
+    (a ``Command[R]`` subclass) whose handler must return ``R_contra``.
+
+    Only for type checkers: ``register`` solves ``C`` from the class and the handler's
+    parameter, and ``R`` from the handler's return (a lower bound) and from the command's
+    declared result (an upper bound, through ``Command._cqrskit_result``), so a handler
+    returning anything but a subtype of the declared result is an error at ``register``.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> C_co: ...
+
+    def _cqrskit_result(self, value: R_contra, /) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,25 +149,31 @@ class CommandBus(_Bus):
 
     def register(
         self,
-        command_type: type[M],
-        handler: Callable[[M], Awaitable[Any]],
+        command_type: CommandType[C, T],
+        handler: Callable[[C], Awaitable[T]],
         *,
         retry_on_conflict: bool = False,
     ) -> None:
-        """``retry_on_conflict=True`` declares the handler safe to re-run from a fresh load
+        """Make ``handler`` the one handler of ``command_type`` (a ``Command[T]`` subclass):
+        it takes the command and returns a ``T`` (type-checked, see :class:`CommandType`).
+
+        ``retry_on_conflict=True`` declares the handler safe to re-run from a fresh load
         when its append meets a :class:`ConcurrencyError` (see
         :func:`retry_on_conflict_middleware`)."""
-        if not issubclass(command_type, Command):
-            raise ConfigurationError(f"{command_type.__qualname__} is not a Command")
-        self._register(Registration(command_type, handler, retry_on_conflict))
+        cls = cast("type[Any]", command_type)
+        if not issubclass(cls, Command):
+            raise ConfigurationError(f"{cls.__qualname__} is not a Command")
+        self._register(Registration(cls, handler, retry_on_conflict))
 
     async def dispatch(
         self,
-        command: Command,
+        command: Command[T],
         *,
         correlation_id: str | None = None,
         extra: dict[str, str] | None = None,
-    ) -> CommandResult[Any]:
+    ) -> CommandResult[T]:
+        """Run ``command``'s handler: its return value and the position the command reached
+        (see :class:`CommandResult`)."""
         ctx = CommandContext(correlation_id=correlation_id, extra=dict(extra or {}))
         token = _set(ctx)
         try:

@@ -3,8 +3,12 @@
 All three are frozen dataclasses. Subclass them with ``@dataclass(frozen=True)``::
 
     @dataclass(frozen=True)
-    class RegisterUser(Command):
+    class RegisterUser(Command[UserId]):   # what its handler returns (Command alone: Any)
         email: str
+
+    @dataclass(frozen=True)
+    class GetUser(Query[UserView]):        # what its handler's QueryResult holds
+        user_id: str
 
     @dataclass(frozen=True)
     class UserRegistered(Event):
@@ -22,13 +26,21 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
 __all__ = ["Command", "Event", "Metadata", "Query", "RecordedEvent", "new_id"]
 
 R = TypeVar("R")
+
+if TYPE_CHECKING:  # a default (PEP 696) needs typing_extensions before Python 3.13
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    CR = _TypeVarWithDefault("CR", default=Any)
+    """A command's result type: ``Any`` for a bare ``Command`` subclass."""
+else:
+    CR = TypeVar("CR")
 
 
 _VARIANT = dict(zip("0123456789abcdef", "89ab89ab89ab89ab", strict=True))
@@ -59,8 +71,16 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True)
-class Command:
-    """Base of commands: imperative names (``RegisterUser``)."""
+class Command(Generic[CR]):
+    """Base of commands: imperative names (``RegisterUser``). ``CR`` is the type of what
+    its handler returns, so ``CommandBus.dispatch`` answers a ``CommandResult[CR]`` and
+    ``CommandBus.register`` refuses (under a type checker) a handler returning something
+    else. A bare ``Command`` subclass has result type ``Any``."""
+
+    @classmethod
+    def _cqrskit_result(cls, value: CR, /) -> None:
+        """Does nothing: its signature lets a type checker match a handler's return type to
+        ``CR`` (see ``cqrskit.bus.CommandType``)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,23 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
     metadata: bytes
     recorded_at: float
+
+    @property
+    def aggregate_id(self) -> str:
+        """The id of the aggregate whose stream holds this event: the part of ``stream_id``
+        after its first ``-``. An aggregate's stream is ``f"{stream_prefix}-{id}"``
+        (:meth:`~cqrskit.Aggregate.stream_id`), so ``"user-0190-ab"`` gives ``"0190-ab"``,
+        provided the prefix has no ``-`` of its own (``"ledger-v2-l1"`` gives ``"v2-l1"``).
+        ``""`` for a stream whose name has no ``-``. Computed on each access, not stored."""
+        return self.stream_id.partition("-")[2]
+
+    @property
+    def stream_type(self) -> str:
+        """The part of ``stream_id`` before its first ``-``: the aggregate's
+        ``stream_prefix`` (by default its lower-cased class name), ``"user"`` for
+        ``"user-0190-ab"``; the whole name for a stream whose name has no ``-``. Computed
+        on each access, not stored."""
+        return self.stream_id.partition("-")[0]
 
     @property
     def uuid(self) -> uuid.UUID:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cqrskit.testing import given
 from social.domain import (
     KEEP,
     CannotFollowSelf,
@@ -106,78 +107,103 @@ def test_verifying_against_a_malformed_hash_is_false(encoded: str) -> None:
     assert not verify_password("whatever1", encoded)
 
 
-# -- user --------------------------------------------------------------------------------------
+# -- user (given/when/then: cqrskit.testing) ---------------------------------------------------
+
+REGISTERED = UserRegistered("u1", "ann@example.com", "h", "Ann", "https://a.io/x", NOW)
 
 
 def test_register_records_one_event_with_normalized_values() -> None:
-    user = User.register("u1", " Ann@Example.com", "scrypt$h", " Ann ", None, NOW)
+    user = (
+        given(User)
+        .when(lambda _: User.register("u1", " Ann@Example.com", "scrypt$h", " Ann ", None, NOW))
+        .then(UserRegistered("u1", "Ann@example.com", "scrypt$h", "Ann", None, NOW))
+    )
     assert user.version == 1
-    assert user.pending_events == [
-        UserRegistered("u1", "Ann@example.com", "scrypt$h", "Ann", None, NOW)
-    ]
 
 
 def test_register_refuses_invalid_fields() -> None:
-    with pytest.raises(InvalidValue):
-        User.register("u1", "ann@example.com", "h", "", None, NOW)
-    with pytest.raises(InvalidValue):
-        User.register("u1", "ann@example.com", "h", None, "ftp://x.io", NOW)
-
-
-def _registered() -> User:
-    user = User("u1")
-    user.replay(UserRegistered("u1", "ann@example.com", "h", "Ann", "https://a.io/x", NOW))
-    return user
+    (
+        given(User)
+        .when(lambda _: User.register("u1", "ann@example.com", "h", "", None, NOW))
+        .then_raises(InvalidValue, match="^display_name: ")
+    )
+    (
+        given(User)
+        .when(lambda _: User.register("u1", "ann@example.com", "h", None, "ftp://x.io", NOW))
+        .then_raises(InvalidValue, match="^avatar_url: ")
+    )
 
 
 def test_profile_update_keeps_unnamed_fields_and_clears_null_ones() -> None:
-    user = _registered()
-    user.update_profile("u1", "Annie", KEEP, NOW)
-    user.update_profile("u1", KEEP, None, NOW)
-    assert user.pending_events == [
-        UserProfileUpdated("u1", "Annie", "https://a.io/x", NOW),
-        UserProfileUpdated("u1", "Annie", None, NOW),
-    ]
+    user = (
+        given(User, REGISTERED, id="u1")
+        .when(lambda u: u.update_profile("u1", "Annie", KEEP, NOW))
+        .when(lambda u: u.update_profile("u1", KEEP, None, NOW))
+        .then(
+            UserProfileUpdated("u1", "Annie", "https://a.io/x", NOW),
+            UserProfileUpdated("u1", "Annie", None, NOW),
+        )
+    )
     assert user.version == 3
 
 
 def test_only_the_user_changes_their_profile() -> None:
-    user = _registered()
-    with pytest.raises(NotAllowed):
-        user.update_profile("someone-else", "Mallory", KEEP, NOW)
-    assert user.pending_events == []
+    (
+        given(User, REGISTERED, id="u1")
+        .when(lambda u: u.update_profile("someone-else", "Mallory", KEEP, NOW))
+        .then_raises(NotAllowed)  # and records nothing
+    )
 
 
 # -- follow and post ---------------------------------------------------------------------------
 
+AB = Follow.pair_id("a", "b")
+
 
 def test_following_twice_records_one_event_and_unfollowing_twice_one_more() -> None:
-    follow = Follow(Follow.pair_id("a", "b"))
-    follow.follow("a", "b", NOW)
-    follow.follow("a", "b", NOW)
-    follow.unfollow("a", "b", NOW)
-    follow.unfollow("a", "b", NOW)
-    assert follow.pending_events == [UserFollowed("a", "b", NOW), UserUnfollowed("a", "b", NOW)]
+    (
+        given(Follow, id=AB)
+        .when(lambda f: f.follow("a", "b", NOW))
+        .when(lambda f: f.follow("a", "b", NOW))
+        .when(lambda f: f.unfollow("a", "b", NOW))
+        .when(lambda f: f.unfollow("a", "b", NOW))
+        .then(UserFollowed("a", "b", NOW), UserUnfollowed("a", "b", NOW))
+    )
+
+
+def test_following_again_or_unfollowing_again_records_nothing() -> None:
+    followed = UserFollowed("a", "b", NOW)
+    given(Follow, followed, id=AB).when(lambda f: f.follow("a", "b", NOW)).then_nothing()
+    (
+        given(Follow, followed, UserUnfollowed("a", "b", NOW), id=AB)
+        .when(lambda f: f.unfollow("a", "b", NOW))
+        .then_nothing()
+    )
 
 
 def test_unfollowing_someone_not_followed_records_nothing() -> None:
-    follow = Follow(Follow.pair_id("a", "b"))
-    follow.unfollow("a", "b", NOW)
-    assert follow.pending_events == []
+    given(Follow, id=AB).when(lambda f: f.unfollow("a", "b", NOW)).then_nothing()
 
 
 def test_following_oneself_is_refused() -> None:
-    follow = Follow(Follow.pair_id("a", "a"))
-    with pytest.raises(CannotFollowSelf):
-        follow.follow("a", "a", NOW)
-    assert follow.pending_events == []
+    (
+        given(Follow, id=Follow.pair_id("a", "a"))
+        .when(lambda f: f.follow("a", "a", NOW))
+        .then_raises(CannotFollowSelf)  # and records nothing
+    )
 
 
 def test_post_records_its_content() -> None:
-    post = Post.create("p1", "u1", "hello", NOW)
-    assert post.pending_events == [PostCreated("p1", "u1", "hello", NOW)]
-    with pytest.raises(InvalidValue):
-        Post.create("p2", "u1", "", NOW)
+    (
+        given(Post)
+        .when(lambda _: Post.create("p1", "u1", "hello", NOW))
+        .then(PostCreated("p1", "u1", "hello", NOW))
+    )
+    (
+        given(Post)
+        .when(lambda _: Post.create("p2", "u1", "", NOW))
+        .then_raises(InvalidValue, match="^content: ")
+    )
 
 
 # -- no I/O ------------------------------------------------------------------------------------

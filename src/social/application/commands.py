@@ -1,4 +1,8 @@
-"""What clients ask the write side to do: imperative names, frozen dataclasses."""
+"""What clients ask the write side to do: imperative names, frozen dataclasses.
+
+Each command names what its handler returns (``Command[UserVersion]``): the bus's
+``dispatch`` answers a ``CommandResult`` of that type, and registering a handler that
+returns something else is a type error."""
 
 from __future__ import annotations
 
@@ -20,41 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RegisterUser(Command):
-    email: str
-    password: str = field(repr=False)  # never in a log line
-    display_name: str | None = None
-    avatar_url: str | None = None
-
-
-@dataclass(frozen=True)
-class UpdateProfile(Command):
-    user_id: str
-    actor_id: str
-    """The authenticated user making the change."""
-    version: int
-    """The user's version the client saw: checked atomically by the append."""
-    display_name: str | Keep | None = KEEP
-    avatar_url: str | Keep | None = KEEP
-
-
-@dataclass(frozen=True)
-class CreatePost(Command):
-    author_id: str
-    content: str
-
-
-@dataclass(frozen=True)
-class FollowUser(Command):
-    follower_id: str
-    followee_id: str
-
-
-@dataclass(frozen=True)
-class UnfollowUser(Command):
-    follower_id: str
-    followee_id: str
+# -- what the handlers return (defined first: the commands below name them) -------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +41,43 @@ class PostId:
 @dataclass(frozen=True, slots=True)
 class Following:
     following: bool
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterUser(Command[UserVersion]):
+    email: str
+    password: str = field(repr=False)  # never in a log line
+    display_name: str | None = None
+    avatar_url: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateProfile(Command[UserVersion]):
+    user_id: str
+    actor_id: str
+    """The authenticated user making the change."""
+    version: int
+    """The user's version the client saw: checked atomically by the append."""
+    display_name: str | Keep | None = KEEP
+    avatar_url: str | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
+class CreatePost(Command[PostId]):
+    author_id: str
+    content: str
+
+
+@dataclass(frozen=True)
+class FollowUser(Command[Following]):
+    follower_id: str
+    followee_id: str
+
+
+@dataclass(frozen=True)
+class UnfollowUser(Command[Following]):
+    follower_id: str
+    followee_id: str
