@@ -5,6 +5,7 @@ checkpoint kept in the same transaction as their changes.
 """
 
 from .aggregate import Aggregate
+from .app import App, command, query
 from .backoff import RetryPolicy, backoff_delays
 from .bus import (
     CommandBus,
@@ -19,6 +20,7 @@ from .bus import (
 )
 from .checkpoints import read_position
 from .codec import Codec, Upcaster
+from .connect import Options
 from .consistency import retry_read, wait_for_position
 from .context import CommandContext, current_context
 from .errors import (
@@ -68,6 +70,7 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "Aggregate",
+    "App",
     "AppendResult",
     "Codec",
     "Command",
@@ -91,6 +94,7 @@ __all__ = [
     "Metadata",
     "Middleware",
     "OperationalError",
+    "Options",
     "PersistenceError",
     "PositionBeyondLog",
     "Projection",
@@ -121,12 +125,14 @@ __all__ = [
     "UpcastError",
     "Upcaster",
     "backoff_delays",
+    "command",
     "create_read_models",
     "current_context",
     "handles",
     "logging_middleware",
     "new_id",
     "projection_status",
+    "query",
     "read_position",
     "rebuild",
     "retry_on_conflict_middleware",

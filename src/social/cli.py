@@ -40,13 +40,12 @@ from cqrskit import (
     CqrsKitError,
     PersistenceError,
     RebuildProgress,
-    rebuild,
 )
 
 from .api import create_app
 from .api.protocol import protocol_with_header_timeout
 from .api.schemas import STATUS_FIELDS
-from .infrastructure.bootstrap import Container, bootstrap
+from .infrastructure.bootstrap import SocialApp
 from .infrastructure.logs import OneLineFormatter
 from .infrastructure.settings import Settings
 
@@ -200,21 +199,16 @@ async def _serve(
     try:
         # Opened before uvicorn, so that a failure is one line and an exit status of
         # _run's, not uvicorn's lifespan traceback.
-        container = await bootstrap(settings)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        await container.open(run_projections)
-        return await _listen(settings, container, sock, host, log_level, limits)
+        async with SocialApp(settings, run_projections=run_projections) as service:
+            # Closed after uvicorn finished the requests in flight.
+            return await _listen(settings, service, sock, host, log_level, limits)
     finally:
         sock.close()
-        await container.close()  # after uvicorn finished the requests in flight
 
 
 async def _listen(
     settings: Settings,
-    container: Container,
+    service: SocialApp,
     sock: socket.socket,
     host: str,
     log_level: str,
@@ -223,7 +217,7 @@ async def _listen(
     real_port = sock.getsockname()[1]
     _raise_open_files_limit()
     config = uvicorn.Config(
-        create_app(settings, container=container),
+        create_app(settings, service=service),
         lifespan="on",
         log_level=log_level,
         access_log=False,
@@ -238,25 +232,21 @@ async def _listen(
 
 
 async def _worker(settings: Settings) -> int:
-    container = await bootstrap(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await container.start_projections()
-        names = ", ".join(p.name for p in container.projections)
+    async with SocialApp(settings) as service:  # closing lets the runner finish its batch
+        names = ", ".join(p.name for p in service.projections)
         print(f"Running projections: {names}", flush=True)
         await stop.wait()
-    finally:
-        await container.close()  # the runner finishes its current batch first
     return 0
 
 
 async def _rebuild(settings: Settings, name: str | None) -> int:
-    container = await bootstrap(settings)
-    try:
-        targets = [container.projection(name)] if name else container.projections
+    async with SocialApp(settings, run_projections=False) as service:
+        if name:
+            service.projection(name)  # an unknown name fails before the bars
         columns = (
             TextColumn("{task.description:<14}"),
             BarColumn(),
@@ -265,32 +255,26 @@ async def _rebuild(settings: Settings, name: str | None) -> int:
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=err) as progress:
-            for projection in targets:
-                task = progress.add_task(projection.name, total=None, rate=0.0)
+            tasks: dict[str, TaskID] = {}
 
-                def report(p: RebuildProgress, task: TaskID = task) -> None:
-                    progress.update(task, completed=p.done, total=p.total, rate=p.events_per_second)
+            def report(projection: str, p: RebuildProgress) -> None:
+                if projection not in tasks:
+                    tasks[projection] = progress.add_task(projection, total=None, rate=0.0)
+                task = tasks[projection]
+                progress.update(task, completed=p.done, total=p.total, rate=p.events_per_second)
 
-                result = await rebuild(
-                    container.store, container.db, projection, on_progress=report
-                )
-                progress.update(task, completed=result.events, total=result.events)
+            for result in await service.rebuild(name, on_progress=report):
                 print(
                     f"Rebuilt {result.name}: {result.events} events up to position"
                     f" {result.position} in {result.seconds:.2f}s",
                     flush=True,
                 )
-    finally:
-        await container.close()
     return 0
 
 
 async def _status(settings: Settings, as_json: bool) -> int:
-    container = await bootstrap(settings)
-    try:
-        statuses = await container.status()
-    finally:
-        await container.close()
+    async with SocialApp(settings, run_projections=False) as service:
+        statuses = await service.status()
     rows = [s.to_dict(STATUS_FIELDS) for s in statuses]
     if as_json:
         print(json.dumps(rows), flush=True)

@@ -33,7 +33,7 @@ from social import cli
 from social.api import create_app
 from social.application.tokens import InvalidToken, TokenService
 from social.domain import ALL_EVENTS, ScryptParams
-from social.infrastructure.bootstrap import bootstrap
+from social.infrastructure.bootstrap import SocialApp
 from social.infrastructure.logs import OneLineFormatter
 from social.infrastructure.settings import Settings
 from social.infrastructure.write_model import KEY_VERSION, UsersTable, find_login
@@ -383,7 +383,9 @@ async def test_a_token_from_one_process_is_accepted_by_another_on_postgresql(
                 read_url=read_url,
                 scrypt=ScryptParams(n=2**10),
             )
-            containers.append(await bootstrap(settings))
+            container = SocialApp(settings, run_projections=False)
+            await container.open()
+            containers.append(container)
         first, second = containers
         assert second.tokens.verify(first.tokens.issue("user-1")) == "user-1"
         assert first.tokens.verify(second.tokens.issue("user-2")) == "user-2"

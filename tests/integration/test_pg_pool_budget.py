@@ -24,16 +24,14 @@ from psycopg.conninfo import make_conninfo
 from cqrskit import ConfigurationError, OperationalError
 from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
 from cqrskit.backends.postgres.connection import PgTx
+from cqrskit.backends.postgres.url import MIN_CONNECTIONS as MIN_PG_CONNECTIONS
+from cqrskit.backends.postgres.url import PoolSizes as PgPoolSizes
+from cqrskit.backends.postgres.url import split_budget
 from social.application.commands import CreatePost, FollowUser, RegisterUser
 from social.application.queries import GetUser, ListPosts
 from social.domain import ScryptParams
-from social.infrastructure.bootstrap import bootstrap
-from social.infrastructure.settings import (
-    DEFAULT_PG_CONNECTIONS,
-    MIN_PG_CONNECTIONS,
-    PgPoolSizes,
-    Settings,
-)
+from social.infrastructure.bootstrap import SocialApp
+from social.infrastructure.settings import DEFAULT_PG_CONNECTIONS, Settings
 from tests.conftest import PG_ADMIN_URL
 from tests.integration._projection_child import counters_codec
 
@@ -260,12 +258,12 @@ async def test_one_social_process_never_holds_more_than_its_budget(
         batch_size=7,
         pg_connections=budget,
     )
-    assert settings.pg_pools() == PgPoolSizes(events=3, read=4)
+    assert split_budget(settings.pg_connections) == PgPoolSizes(events=3, read=4)
     sampler = Sampler([_dbname(write_url), _dbname(read_url)])
     try:
-        app = await bootstrap(settings)
+        app = SocialApp(settings)
         try:
-            await app.start_projections()
+            await app.open()
             assert sampler.now() <= budget  # right after start
             ids = [
                 (
@@ -317,16 +315,18 @@ async def test_one_social_process_never_holds_more_than_its_budget(
 
 def test_the_budget_is_split_deterministically_and_too_small_is_refused() -> None:
     assert DEFAULT_PG_CONNECTIONS == 12
-    assert Settings().pg_pools() == PgPoolSizes(events=4, read=5)
-    assert Settings(pg_connections=MIN_PG_CONNECTIONS).pg_pools() == PgPoolSizes(2, 2)
-    assert Settings(pg_connections=20).pg_pools() == PgPoolSizes(events=8, read=9)
+    assert split_budget(Settings().pg_connections) == PgPoolSizes(events=4, read=5)
+    assert split_budget(MIN_PG_CONNECTIONS) == PgPoolSizes(2, 2)
+    assert split_budget(20) == PgPoolSizes(events=8, read=9)
     for budget in (MIN_PG_CONNECTIONS + 1, 12, 31):
-        pools = Settings(pg_connections=budget).pg_pools()
+        pools = split_budget(budget)
         assert pools.write_database + pools.read_database == budget
-    with pytest.raises(ConfigurationError, match=r"= 6 is too small.*give at least 7"):
-        Settings(pg_connections=MIN_PG_CONNECTIONS - 1).pg_pools()
+    with pytest.raises(ConfigurationError, match=r"budget of 6 .* too small.*give at least 7"):
+        split_budget(MIN_PG_CONNECTIONS - 1)
     with pytest.raises(ConfigurationError, match="shorter than the request timeout"):
-        Settings(pg_pool_timeout=8.0).pg_pools()
+        SocialApp(
+            Settings(write_url="postgresql://x/w", read_url="postgresql://x/r", pg_pool_timeout=8.0)
+        )
 
 
 def test_the_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,8 +347,8 @@ async def test_bootstrap_refuses_a_budget_too_small_before_connecting(
         data_dir=tmp_path, write_url=write_url, read_url=read_url, secret=b"s" * 32,
         pg_connections=MIN_PG_CONNECTIONS - 1,
     )  # fmt: skip
-    with pytest.raises(ConfigurationError, match="SOCIAL_PG_CONNECTIONS"):
-        await bootstrap(settings)
+    with pytest.raises(ConfigurationError, match="too small"):
+        await SocialApp(settings).open()
     with psycopg.connect(write_url, autocommit=True) as conn:
         row = conn.execute("SELECT to_regclass('cqrskit_events')").fetchone()
     assert row == (None,)  # not even migrated

@@ -28,7 +28,7 @@ from social.application.queries import (
     PostView,
 )
 from social.domain import EmailAlreadyRegistered, InvalidCredentials, ScryptParams, UserNotFound
-from social.infrastructure.bootstrap import Container, bootstrap
+from social.infrastructure.bootstrap import SocialApp
 from social.infrastructure.settings import Settings
 
 FAST = ScryptParams(n=2**10)
@@ -36,7 +36,7 @@ READ_MODEL_TABLES = ("user_profiles", "posts", "post_authors", "follows", "follo
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Container]:
+async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SocialApp]:
     """The service's container on SQLite files, or on two PostgreSQL databases."""
     urls: tuple[str | None, str | None] = (None, None)
     if request.param == "postgres":
@@ -49,8 +49,8 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[C
         scrypt=FAST,
         batch_size=7,
     )
-    container = await bootstrap(settings)
-    await container.start_projections()
+    container = SocialApp(settings)
+    await container.open()
     try:
         yield container
     finally:
@@ -58,7 +58,7 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[C
         await container.close()
 
 
-async def register(app: Container, email: str, name: str | None = None) -> str:
+async def register(app: SocialApp, email: str, name: str | None = None) -> str:
     result = await do(app, RegisterUser(email, "password1", name))
     user_id: str = result.value.id
     return user_id
@@ -68,13 +68,13 @@ _written: dict[int, int] = {}
 """Per container: the highest position a command of the test reached."""
 
 
-async def do(app: Container, command: Command) -> Any:
+async def do(app: SocialApp, command: Command) -> Any:
     result = await app.commands.dispatch(command)
     _written[id(app)] = max(_written.get(id(app), 0), result.position)
     return result
 
 
-async def caught_up(app: Container) -> int:
+async def caught_up(app: SocialApp) -> int:
     """Wait until every read model shows every write made so far (read-your-writes).
 
     Waits for the last write's position, not ``head_position``: on PostgreSQL the head a
@@ -85,7 +85,7 @@ async def caught_up(app: Container) -> int:
     return head
 
 
-async def test_email_is_unique_case_insensitively_even_under_concurrency(app: Container) -> None:
+async def test_email_is_unique_case_insensitively_even_under_concurrency(app: SocialApp) -> None:
     variants = ["sam@example.com", "SAM@example.com", "Sam@Example.com", " sam@EXAMPLE.com"] * 2
     results = await asyncio.gather(
         *(do(app, RegisterUser(e, "password1")) for e in variants),
@@ -99,7 +99,7 @@ async def test_email_is_unique_case_insensitively_even_under_concurrency(app: Co
     assert len(await app.store.read_all(0, 100)) == 1
 
 
-async def test_of_16_concurrent_updates_with_one_version_exactly_one_wins(app: Container) -> None:
+async def test_of_16_concurrent_updates_with_one_version_exactly_one_wins(app: SocialApp) -> None:
     uid = await register(app, "ann@example.com")
     results = await asyncio.gather(
         *(do(app, UpdateProfile(uid, uid, 1, display_name=f"Ann {i}")) for i in range(16)),
@@ -115,7 +115,7 @@ async def test_of_16_concurrent_updates_with_one_version_exactly_one_wins(app: C
     assert user.version == 2
 
 
-async def test_counters_names_and_lists_follow_the_events(app: Container) -> None:
+async def test_counters_names_and_lists_follow_the_events(app: SocialApp) -> None:
     ann = await register(app, "ann@example.com")
     bob = await register(app, "bob@example.com", "Bob")
     cat = await register(app, "cat@example.com")
@@ -151,7 +151,7 @@ async def test_counters_names_and_lists_follow_the_events(app: Container) -> Non
     assert [f.display_name for f in followers.items] == ["bob"]
 
 
-async def test_unknown_users_are_not_found_on_every_read(app: Container) -> None:
+async def test_unknown_users_are_not_found_on_every_read(app: SocialApp) -> None:
     await caught_up(app)
     queries: list[Query[Any]] = [GetUser("nobody"), ListPosts("nobody"), ListFollowers("nobody")]
     for query in queries:
@@ -159,7 +159,7 @@ async def test_unknown_users_are_not_found_on_every_read(app: Container) -> None
             await app.queries.ask(query)
 
 
-async def _all_pages(app: Container, uid: str, limit: int) -> list[PostView]:
+async def _all_pages(app: SocialApp, uid: str, limit: int) -> list[PostView]:
     seen: list[PostView] = []
     before: str | None = None
     while True:
@@ -171,7 +171,7 @@ async def _all_pages(app: Container, uid: str, limit: int) -> list[PostView]:
         await asyncio.sleep(0)  # let the concurrent writer in between pages
 
 
-async def test_pages_show_every_post_exactly_once_while_posts_are_added(app: Container) -> None:
+async def test_pages_show_every_post_exactly_once_while_posts_are_added(app: SocialApp) -> None:
     uid = await register(app, "ann@example.com")
     before_paging = [(await do(app, CreatePost(uid, f"old {i}"))).value.id for i in range(30)]
     await caught_up(app)
@@ -196,7 +196,7 @@ async def test_pages_show_every_post_exactly_once_while_posts_are_added(app: Con
     assert [p.content for p in everything[:3]] == ["new 19", "new 18", "new 17"]
 
 
-async def test_login_answers_the_same_error_for_email_and_password(app: Container) -> None:
+async def test_login_answers_the_same_error_for_email_and_password(app: SocialApp) -> None:
     uid = await register(app, "Ann@Example.com")
     ok = await app.queries.ask(Authenticate("ann@EXAMPLE.com", "password1"))
     assert (ok.value, ok.position) == (uid, 1)
@@ -212,7 +212,7 @@ def _dump(tx: Any) -> dict[str, list[tuple[Any, ...]]]:
     return {t: sorted(tx.fetchall(f"SELECT * FROM {t}")) for t in READ_MODEL_TABLES}
 
 
-async def test_a_rebuild_gives_the_read_model_the_live_projections_built(app: Container) -> None:
+async def test_a_rebuild_gives_the_read_model_the_live_projections_built(app: SocialApp) -> None:
     users = [await register(app, f"u{i}@example.com") for i in range(4)]
     for i, uid in enumerate(users):
         await do(app, CreatePost(uid, f"hello {i}"))

@@ -188,7 +188,7 @@ def test_no_module_is_long_without_saying_why() -> None:
 
 
 CQRSKIT_API = {
-    "ANY", "NO_STREAM", "Aggregate", "AppendResult", "Codec", "Command", "CommandBus",
+    "ANY", "NO_STREAM", "Aggregate", "App", "AppendResult", "Codec", "Command", "CommandBus",
     "CommandContext", "CommandResult", "ConcurrencyError", "ConfigurationError",
     "ConsistencyTimeout", "CqrsKitError", "DamagedDatabase", "Dispatch", "Event",
     "EventDecodeError",
@@ -200,8 +200,9 @@ CQRSKIT_API = {
     "RecordedEvent", "Repository", "RetryPolicy", "Row", "SchemaError", "SerializationError",
     "Snapshot", "SqlTx", "StorageFull", "StoreClosed", "StreamNotFound", "StreamState",
     "UniqueViolation",
-    "UnknownEventType", "UpcastError", "Upcaster", "backoff_delays", "create_read_models",
-    "current_context", "handles", "logging_middleware", "new_id", "projection_status",
+    "UnknownEventType", "UpcastError", "Upcaster", "backoff_delays", "command",
+    "create_read_models", "current_context", "handles", "logging_middleware", "new_id",
+    "projection_status", "query", "Options",
     "read_position", "rebuild", "retry_on_conflict_middleware", "retry_read",
     "subscribe", "timing_middleware", "wait_for_position",
 }  # fmt: skip

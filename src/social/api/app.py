@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
-from ..infrastructure.bootstrap import Container, bootstrap
+from ..infrastructure.bootstrap import SocialApp
 from ..infrastructure.settings import Settings
 from .errors import install_error_handlers
 from .middleware import Guard
@@ -22,28 +23,24 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    settings: Settings, *, run_projections: bool = True, container: Container | None = None
+    settings: Settings, *, run_projections: bool = True, service: SocialApp | None = None
 ) -> FastAPI:
     """``run_projections=False``: an API process that only reads what others project.
 
-    ``container``: one the caller has opened (and started, as it chose) and will close;
+    ``service``: one the caller has opened (and started, as it chose) and will close;
     ``serve`` does so, to report a failure to open in one line before listening. Without
     it, the lifespan opens one and closes it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if container is not None:
-            app.state.container = container
+        if service is not None:
+            app.state.container = service
             yield
             return
-        container_ = await bootstrap(settings)
-        app.state.container = container_
-        try:
-            await container_.open(run_projections)
-            yield
-        finally:
-            # uvicorn has finished the in-flight requests; the runner finishes its batch.
-            await container_.close()
+        opened = SocialApp(settings, run_projections=run_projections)
+        app.state.container = opened
+        async with opened:
+            yield  # on the way out uvicorn has finished the requests in flight
 
     app = FastAPI(
         title="social",
@@ -62,13 +59,14 @@ def create_app(
 
 
 SWAGGER_UI = "/docs/static"
+_SWAGGER_FILES = Path(fastapi_offline.__file__).parent / "static"
 
 
 def _serve_docs(app: FastAPI) -> None:
     """Swagger UI at ``/docs``, its scripts and styles served by this process from the
-    ``swagger-ui-bundle`` package: the page works offline, and loads nothing that another
-    party could change."""
-    app.mount(SWAGGER_UI, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    ``fastapi-offline`` package (Swagger UI 5, which reads OpenAPI 3.1): the page works
+    offline, and loads nothing that another party could change."""
+    app.mount(SWAGGER_UI, StaticFiles(directory=str(_SWAGGER_FILES)), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -77,5 +75,5 @@ def _serve_docs(app: FastAPI) -> None:
             title=f"{app.title} - API",
             swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
-            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon.png",
         )

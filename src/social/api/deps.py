@@ -14,7 +14,7 @@ from fastapi import Depends, Header, Path, Request
 from ..application.tokens import InvalidToken
 from ..domain import UserNotFound
 from ..domain.values import is_clean_text
-from ..infrastructure.bootstrap import Container
+from ..infrastructure.bootstrap import SocialApp
 from .errors import BadRequest
 
 __all__ = ["MAX_POSITION_DIGITS", "Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
@@ -23,8 +23,8 @@ MAX_POSITION_DIGITS = 19
 """A position is a signed 64-bit integer (BIGINT) in every store."""
 
 
-async def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
+async def _container(request: Request) -> SocialApp:
+    container: SocialApp = request.app.state.container
     return container
 
 
@@ -38,7 +38,7 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 async def _current_user(
-    container: Annotated[Container, Depends(_container)],
+    container: Annotated[SocialApp, Depends(_container)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> str:
     token = _bearer(authorization)
@@ -48,7 +48,7 @@ async def _current_user(
 
 
 async def _caller(
-    container: Annotated[Container, Depends(_container)],
+    container: Annotated[SocialApp, Depends(_container)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> str | None:
     """The caller on a public route: anonymous when the token is absent or not valid."""
@@ -79,7 +79,7 @@ async def _min_position(x_min_position: Annotated[str | None, Header()] = None) 
     return int(value)
 
 
-Services = Annotated[Container, Depends(_container)]
+Services = Annotated[SocialApp, Depends(_container)]
 CurrentUser = Annotated[str, Depends(_current_user)]
 Caller = Annotated[str | None, Depends(_caller)]
 UserId = Annotated[str, Depends(_user_id)]

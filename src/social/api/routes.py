@@ -13,9 +13,8 @@ from cqrskit import Query, QueryResult
 
 from ..application import commands as c
 from ..application import queries as q
-from ..application.projections import Follows, Posts, UserProfiles
 from ..domain import KEEP
-from ..infrastructure.bootstrap import Container
+from ..infrastructure.bootstrap import SocialApp
 from ..infrastructure.metrics import CONTENT_TYPE
 from . import schemas as s
 from .deps import Caller, CurrentUser, MinPosition, Services, UserId
@@ -43,12 +42,10 @@ def _answer(body: Any, position: int, status: int = 200) -> Response:
 
 
 async def _read(
-    container: Container, projection: str, min_position: int | None, query: Query[Any]
+    container: SocialApp, min_position: int | None, query: Query[Any]
 ) -> QueryResult[Any]:
-    """Ask a read model, first waiting (bounded) for it to reach ``X-Min-Position``."""
-    if min_position:
-        await container.wait_for([projection], min_position)
-    return await container.queries.ask(query)
+    """Ask, first waiting (bounded) for the query's read models to reach ``X-Min-Position``."""
+    return await container.ask(query, min_position=min_position or None)
 
 
 def _page(page: q.Page[Any]) -> dict[str, Any]:
@@ -76,7 +73,7 @@ async def login(body: s.SessionRequest, container: Services) -> Response:
 async def get_user(
     user_id: UserId, container: Services, caller: Caller, min_position: MinPosition
 ) -> Response:
-    result = await _read(container, UserProfiles.name, min_position, q.GetUser(user_id, caller))
+    result = await _read(container, min_position, q.GetUser(user_id, caller))
     user: q.UserView = result.value
     body = {
         "id": user.id,
@@ -127,7 +124,7 @@ async def list_posts(
     before: Before = None,
 ) -> Response:
     query = q.ListPosts(user_id, limit, before)
-    result = await _read(container, Posts.name, min_position, query)
+    result = await _read(container, min_position, query)
     return _answer(_page(result.value), result.position)
 
 
@@ -155,7 +152,7 @@ async def list_followers(
     before: Before = None,
 ) -> Response:
     query = q.ListFollowers(user_id, limit, before)
-    result = await _read(container, Follows.name, min_position, query)
+    result = await _read(container, min_position, query)
     return _answer(_page(result.value), result.position)
 
 
@@ -168,7 +165,7 @@ async def list_following(
     before: Before = None,
 ) -> Response:
     query = q.ListFollowing(user_id, limit, before)
-    result = await _read(container, Follows.name, min_position, query)
+    result = await _read(container, min_position, query)
     return _answer(_page(result.value), result.position)
 
 

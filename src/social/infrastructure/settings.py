@@ -11,50 +11,13 @@ from cqrskit import ConfigurationError
 
 from ..domain import ScryptParams
 
-__all__ = [
-    "DEFAULT_PG_CONNECTIONS",
-    "MIN_PG_CONNECTIONS",
-    "PG_DEDICATED_CONNECTIONS",
-    "PgPoolSizes",
-    "Settings",
-]
+__all__ = ["DEFAULT_PG_CONNECTIONS", "Settings"]
 
 _N = TypeVar("_N", int, float)
-
-PG_DEDICATED_CONNECTIONS = 3
-"""Connections of one process outside the two pools: the event store's NOTIFY sender and
-LISTEN connection (write database), and the projections' lease (read database)."""
-
-MIN_PG_POOL = 2
-"""The smallest pool worth running: a rebuild's swap holds one read connection while its
-final catch-up writes through another, and one slow call must not stall everything."""
-
-MIN_PG_CONNECTIONS = PG_DEDICATED_CONNECTIONS + 2 * MIN_PG_POOL
-"""The smallest ``pg_connections`` budget a process can work with (7)."""
 
 DEFAULT_PG_CONNECTIONS = 12
 """Event-store pool 4, read pool 5, plus the 3 dedicated: eight processes fit in a default
 server (``max_connections`` 100, of which 3 are reserved for superusers)."""
-
-
-@dataclass(frozen=True)
-class PgPoolSizes:
-    """How one process's budget of PostgreSQL connections is split (see ``pg_pools``)."""
-
-    events: int
-    """The event store's pool (write database; the store adds its 2 dedicated ones)."""
-    read: int
-    """The read database's pool (the lease adds its 1 dedicated one)."""
-
-    @property
-    def write_database(self) -> int:
-        """The most connections of the process to the write database."""
-        return self.events + 2
-
-    @property
-    def read_database(self) -> int:
-        """The most connections of the process to the read database."""
-        return self.read + 1
 
 
 @dataclass(frozen=True)
@@ -77,32 +40,19 @@ class Settings:
     batch_size: int = 500
     pg_connections: int = DEFAULT_PG_CONNECTIONS
     """PostgreSQL: the most connections this process opens, to both databases together
-    (``SOCIAL_PG_CONNECTIONS``); split by :meth:`pg_pools`."""
+    (``SOCIAL_PG_CONNECTIONS``); split by cqrskit's PostgreSQL backend (``split_budget``)."""
     pg_pool_timeout: float = 1.0
     """PostgreSQL: seconds a call waits for a free pooled connection before it fails (503
     with ``Retry-After``; ``SOCIAL_PG_POOL_TIMEOUT``); well under ``request_timeout``."""
 
-    def pg_pools(self) -> PgPoolSizes:
-        """The split of ``pg_connections``: 3 dedicated connections, the rest halved between
-        the two pools, the read pool taking the odd one (reads are most requests).
-        Raises :class:`~cqrskit.ConfigurationError` for a budget too small to work with,
-        or a pool timeout that would not fail before the request deadline."""
-        budget = self.pg_connections
-        if budget < MIN_PG_CONNECTIONS:
-            raise ConfigurationError(
-                f"pg_connections (SOCIAL_PG_CONNECTIONS) = {budget} is too small: a process"
-                f" needs {PG_DEDICATED_CONNECTIONS} dedicated PostgreSQL connections (NOTIFY,"
-                f" LISTEN, lease) and at least {MIN_PG_POOL} in each of its two pools;"
-                f" give at least {MIN_PG_CONNECTIONS}"
-            )
-        if not 0 < self.pg_pool_timeout < self.request_timeout:
-            raise ConfigurationError(
-                f"pg_pool_timeout (SOCIAL_PG_POOL_TIMEOUT) = {self.pg_pool_timeout} must be"
-                f" positive and shorter than the request timeout ({self.request_timeout}s)"
-            )
-        pools = budget - PG_DEDICATED_CONNECTIONS
-        read = (pools + 1) // 2
-        return PgPoolSizes(events=pools - read, read=read)
+    def url(self) -> str:
+        """The event store's URL: PostgreSQL's when given (with ``read_url`` for the read
+        models), else SQLite files in the data directory."""
+        if self.write_url or self.read_url:
+            if not (self.write_url and self.read_url):
+                raise ConfigurationError("give both --write-url and --read-url, or neither")
+            return self.write_url
+        return f"sqlite:///{self.data_dir.absolute()}"
 
     @classmethod
     def from_env(
