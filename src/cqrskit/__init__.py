@@ -4,6 +4,9 @@ The event store is the source of truth and the bus: projections consume its log 
 checkpoint kept in the same transaction as their changes.
 """
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
 from .aggregate import Aggregate
 from .app import App, command, query
 from .backoff import RetryPolicy, backoff_delays
@@ -141,3 +144,8 @@ __all__ = [
     "timing_middleware",
     "wait_for_position",
 ]
+
+try:
+    __version__ = _version("cqrskit")
+except _NotInstalled:  # run from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

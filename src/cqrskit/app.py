@@ -56,8 +56,9 @@ from .bus import (
 from .checkpoints import read_position
 from .codec import Codec, Upcaster
 from .connect import Backend, Options, open_url
+from .context import current_context
 from .errors import ConfigurationError, ConsistencyTimeout, PersistenceError
-from .eventstore import EventStore
+from .eventstore import ANY, AppendResult, EventStore, ExpectedVersion
 from .messages import Command, Event, Query
 from .monitoring import ProjectionStatus, projection_status
 from .projection import Projection
@@ -200,6 +201,10 @@ class App:
     # -- what opening gives ---------------------------------------------------------------------
 
     @property
+    def is_open(self) -> bool:
+        return self._backend is not None
+
+    @property
     def store(self) -> EventStore:
         return self._opened().store
 
@@ -220,6 +225,20 @@ class App:
 
     def repository(self, aggregate: type[A], snapshot_every: int | None = None) -> Repository[A]:
         return Repository.for_type(self.store, aggregate, snapshot_every)
+
+    async def append(
+        self, stream_id: str, events: Sequence[Event], expected_version: ExpectedVersion = ANY
+    ) -> AppendResult:
+        """Append to a stream without an aggregate, from a command handler: as a
+        repository's save does, the events carry the command's metadata (correlation id)
+        and the command's position (its read-your-writes token) moves to theirs."""
+        ctx = current_context()
+        result = await self.store.append(
+            stream_id, events, expected_version, ctx.metadata() if ctx is not None else None
+        )
+        if ctx is not None:
+            ctx.saw(result.position)
+        return result
 
     def projection(self, name: str) -> Projection:
         for p in self.projections:

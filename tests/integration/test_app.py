@@ -76,6 +76,13 @@ class FinishTask(Command):
 
 
 @dataclass(frozen=True)
+class Note(Command[int]):
+    """Appended without an aggregate (App.append)."""
+
+    title: str
+
+
+@dataclass(frozen=True)
 class OpenTasks(Query[list[str]]):
     pass
 
@@ -97,15 +104,14 @@ class TaskList(Projection):
 
     @handles(TaskAdded)
     def on_added(self, tx: SqlTx, event: TaskAdded, record: RecordedEvent) -> None:
-        task_id = record.stream_id.split("-", 1)[1]
         tx.execute(
             "INSERT INTO tasks (id, title, position) VALUES (?, ?, ?)",
-            (task_id, event.title, record.position),
+            (record.aggregate_id, event.title, record.position),
         )
 
     @handles(TaskDone)
     def on_done(self, tx: SqlTx, event: TaskDone, record: RecordedEvent) -> None:
-        tx.execute("UPDATE tasks SET done = 1 WHERE id = ?", (record.stream_id.split("-", 1)[1],))
+        tx.execute("UPDATE tasks SET done = 1 WHERE id = ?", (record.aggregate_id,))
 
 
 class Todo(App):
@@ -127,6 +133,11 @@ class Todo(App):
         task.finish()
         await self.repository(Task).save(task)
         return task.version
+
+    @command(Note)
+    async def note(self, cmd: Note) -> int:
+        result = await self.append(f"task-note{cmd.title}", [TaskAdded(cmd.title)])
+        return result.version
 
     @query(OpenTasks, reads=[TaskList])
     def open_tasks(self, q: OpenTasks, tx: SqlTx) -> list[str]:
@@ -178,6 +189,15 @@ async def test_commands_and_queries_read_their_writes(todo: Todo) -> None:
     counted = await todo.ask(CountDone())
     assert counted.value == 1
     assert counted.position == done.position
+
+
+async def test_an_append_without_an_aggregate_moves_the_commands_position(todo: Todo) -> None:
+    await todo.dispatch(AddTask("milk"))
+    noted = await todo.dispatch(Note("jam"))
+    assert noted.value == 1
+    assert noted.position == await todo.store.head_position()
+    answer = await todo.ask(OpenTasks(), min_position=noted.position)
+    assert answer.value == ["milk", "jam"]
 
 
 async def test_a_stale_version_is_a_conflict(todo: Todo) -> None:

@@ -70,7 +70,7 @@ async def test_a_position_beyond_the_log_says_so(client: httpx.AsyncClient) -> N
 
 async def test_a_position_the_log_has_is_a_plain_timeout(app: FastAPI) -> None:
     """Reached by the log but not by the read model in time: no "beyond the log"."""
-    container = app.state.container
+    container = app.state.cqrskit
     await container.stop_projections()  # nothing applies the log any more
     transport = httpx.ASGITransport(app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://social") as client:
@@ -318,7 +318,7 @@ async def test_a_token_of_a_user_that_does_not_exist_is_401_on_every_user_route(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     real, real_auth = await signup(client, "ann@example.com")
-    ghost = {"Authorization": f"Bearer {app.state.container.tokens.issue('ghost')}"}
+    ghost = {"Authorization": f"Bearer {app.state.cqrskit.tokens.issue('ghost')}"}
     attempts = [
         await client.post("/posts", json={"content": "boo"}, headers=ghost),
         await client.put(f"/users/{real}/followers/me", headers=ghost),
@@ -577,7 +577,7 @@ async def test_a_full_disk_is_507_not_database_unavailable(
 ) -> None:
     from cqrskit import StorageFull
 
-    store = app.state.container.store
+    store = app.state.cqrskit.store
 
     async def full(*args: object, **kwargs: object) -> None:
         raise StorageFull("/data/write.db: database or disk is full")

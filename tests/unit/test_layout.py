@@ -134,6 +134,21 @@ def test_no_import_cycles() -> None:
 DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
 
 
+WEB = {"fastapi", "starlette", "pydantic", "uvicorn"}
+
+
+def test_only_the_web_integration_imports_a_web_framework() -> None:
+    """``pip install cqrskit`` needs msgspec alone: fastapi is the extra of cqrskit.fastapi."""
+    found = {}
+    for name, path in ALL.items():
+        if not name.startswith("cqrskit") or name.startswith("cqrskit.fastapi"):
+            continue
+        bad = {m for m in _imports(name, path) if m.split(".")[0] in WEB}
+        if bad:
+            found[name] = bad
+    assert found == {}
+
+
 def test_the_core_imports_no_backend_and_no_driver() -> None:
     found = {}
     for name, path in ALL.items():
@@ -214,10 +229,31 @@ BACKEND_API = {
 }
 
 
-@pytest.mark.parametrize("package", ["cqrskit", *(f"cqrskit.backends.{b}" for b in BACKENDS)])
+EXTRA_API = {
+    "cqrskit.fastapi": {
+        "DEFAULT_ERRORS", "MAX_POSITION_DIGITS", "READ_RESPONSES", "WRITE_RESPONSES",
+        "BadRequest", "Conflict", "Error", "ErrorHandler", "MinPosition", "NotCaughtUp",
+        "application", "connect", "error_response", "min_position", "respond", "responses",
+    },
+    "cqrskit.testing": {
+        "DEFAULT_STREAM", "AggregateScenario", "CommandScenario", "Outcome",
+        "ProjectionScenario", "given",
+    },
+}  # fmt: skip
+"""The packages beside the core that an app imports: the web integration, the test kit."""
+
+
+@pytest.mark.parametrize(
+    "package", ["cqrskit", *(f"cqrskit.backends.{b}" for b in BACKENDS), *EXTRA_API]
+)
 def test_the_public_api_is_pinned_and_resolves(package: str) -> None:
     module = importlib.import_module(package)
-    expected = CQRSKIT_API if package == "cqrskit" else BACKEND_API[package.rsplit(".", 1)[1]]
+    if package in EXTRA_API:
+        expected = EXTRA_API[package]
+    elif package == "cqrskit":
+        expected = CQRSKIT_API
+    else:
+        expected = BACKEND_API[package.rsplit(".", 1)[1]]
     assert set(module.__all__) == expected
     assert len(module.__all__) == len(expected)  # no name listed twice
     for name in module.__all__:
@@ -225,7 +261,7 @@ def test_the_public_api_is_pinned_and_resolves(package: str) -> None:
 
 
 def test_the_app_imports_only_public_names() -> None:
-    public = {"cqrskit", *(f"cqrskit.backends.{b}" for b in BACKENDS)}
+    public = {"cqrskit", *(f"cqrskit.backends.{b}" for b in BACKENDS), *EXTRA_API}
     domain_primitives = {"cqrskit.aggregate", "cqrskit.messages"}
     found = {}
     for name, path in ALL.items():

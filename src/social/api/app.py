@@ -1,10 +1,8 @@
 """The FastAPI application factory. Nothing happens at import time: ``create_app`` builds
-the app, and its lifespan opens the container and runs the projections."""
+the app; cqrskit.fastapi opens the service with it and runs the projections."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import fastapi_offline
@@ -13,9 +11,11 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from cqrskit.fastapi import connect
+
 from ..infrastructure.bootstrap import SocialApp
 from ..infrastructure.settings import Settings
-from .errors import install_error_handlers
+from .errors import ERRORS
 from .middleware import Guard
 from .routes import router
 
@@ -29,30 +29,18 @@ def create_app(
 
     ``service``: one the caller has opened (and started, as it chose) and will close;
     ``serve`` does so, to report a failure to open in one line before listening. Without
-    it, the lifespan opens one and closes it."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if service is not None:
-            app.state.container = service
-            yield
-            return
-        opened = SocialApp(settings, run_projections=run_projections)
-        app.state.container = opened
-        async with opened:
-            yield  # on the way out uvicorn has finished the requests in flight
-
+    it, the app's lifespan opens one and closes it."""
     app = FastAPI(
         title="social",
         summary="The cqrskit reference service: users, posts, follows (CQRS + event sourcing)",
         version="0.1.0",
-        lifespan=lifespan,
         docs_url=None,  # served below, from the package: FastAPI's loads it from a CDN
         redoc_url=None,
     )
+    opened = service or SocialApp(settings, run_projections=run_projections)
+    connect(app, opened, errors=ERRORS)
     _serve_docs(app)
     app.include_router(router)
-    install_error_handlers(app)
     # Added last: the outermost of ours (catch-all, then deadline, then body limit).
     app.add_middleware(Guard, limit=settings.max_body_bytes, seconds=settings.request_timeout)
     return app

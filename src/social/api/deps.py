@@ -9,22 +9,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cqrskit.fastapi import MinPosition as _MinPosition
 
 from ..application.tokens import InvalidToken
 from ..domain import UserNotFound
 from ..domain.values import is_clean_text
 from ..infrastructure.bootstrap import SocialApp
-from .errors import BadRequest
 
-__all__ = ["MAX_POSITION_DIGITS", "Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
+__all__ = ["Caller", "CurrentUser", "MinPosition", "Services", "UserId"]
 
-MAX_POSITION_DIGITS = 19
-"""A position is a signed 64-bit integer (BIGINT) in every store."""
+_BEARER = HTTPBearer(auto_error=False, description="The token of POST /sessions.")
+"""Documents the bearer scheme in OpenAPI; the header itself is parsed below, so that a
+malformed one gets its own 401 message."""
 
 
 async def _container(request: Request) -> SocialApp:
-    container: SocialApp = request.app.state.container
+    container: SocialApp = request.app.state.cqrskit
     return container
 
 
@@ -39,7 +42,8 @@ def _bearer(authorization: str | None) -> str | None:
 
 async def _current_user(
     container: Annotated[SocialApp, Depends(_container)],
-    authorization: Annotated[str | None, Header()] = None,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str:
     token = _bearer(authorization)
     if token is None:
@@ -66,21 +70,8 @@ async def _user_id(user_id: Annotated[str, Path()]) -> str:
     return user_id
 
 
-async def _min_position(x_min_position: Annotated[str | None, Header()] = None) -> int | None:
-    if x_min_position is None:
-        return None
-    value = x_min_position.strip()
-    # Bounded before int(): Python refuses to convert more than 4,300 digits (a 500), and
-    # no position is longer than a BIGINT's 19 digits.
-    if not (value.isascii() and value.isdigit() and len(value) <= MAX_POSITION_DIGITS):
-        raise BadRequest(
-            f"X-Min-Position must be a non-negative integer of at most {MAX_POSITION_DIGITS} digits"
-        )
-    return int(value)
-
-
 Services = Annotated[SocialApp, Depends(_container)]
 CurrentUser = Annotated[str, Depends(_current_user)]
 Caller = Annotated[str | None, Depends(_caller)]
 UserId = Annotated[str, Depends(_user_id)]
-MinPosition = Annotated[int | None, Depends(_min_position)]
+MinPosition = _MinPosition

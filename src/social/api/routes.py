@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter
 from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
 
 from cqrskit import Query, QueryResult
+from cqrskit.fastapi import respond, responses
 
 from ..application import commands as c
 from ..application import queries as q
@@ -23,29 +23,29 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+_USER_ERRORS = {
+    401: "No valid bearer token.",
+    403: "Not allowed for this user.",
+    404: "No such user.",
+}
+USER_WRITE = responses(write=True, extra=_USER_ERRORS)
+USER_CREATE = responses(status=201, write=True, extra=_USER_ERRORS)
+SIGN_UP = responses(status=201, write=True, extra={409: "The email is registered already."})
+LOG_IN = responses(
+    write=True,
+    extra={401: "Wrong email or password.", 429: "Too many failed logins: see Retry-After."},
+)
+READ = responses(extra={404: "No such user."})
+
 Limit = Annotated[int, QueryParam(ge=1, le=q.MAX_LIMIT)]
 Before = Annotated[str | None, QueryParam()]
-
-
-_json = msgspec.json.Encoder()
-
-
-def _answer(body: Any, position: int, status: int = 200) -> Response:
-    """A JSON answer carrying the consistency token. Encoded by msgspec (UTF-8, compact, as
-    JSONResponse writes it) in a fraction of ``json.dumps``'s time; dataclasses as objects."""
-    return Response(
-        _json.encode(body),
-        status_code=status,
-        headers={"X-Position": str(position)},
-        media_type="application/json",
-    )
 
 
 async def _read(
     container: SocialApp, min_position: int | None, query: Query[Any]
 ) -> QueryResult[Any]:
     """Ask, first waiting (bounded) for the query's read models to reach ``X-Min-Position``."""
-    return await container.ask(query, min_position=min_position or None)
+    return await container.ask(query, min_position=min_position)
 
 
 def _page(page: q.Page[Any]) -> dict[str, Any]:
@@ -55,21 +55,27 @@ def _page(page: q.Page[Any]) -> dict[str, Any]:
 # -- users and sessions ------------------------------------------------------------------------
 
 
-@router.post("/users", status_code=201, response_model=s.UserVersionOut, tags=["users"])
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=s.UserVersionOut,
+    tags=["users"],
+    responses=SIGN_UP,
+)
 async def register(body: s.Registration, container: Services) -> Response:
     cmd = c.RegisterUser(body.email, body.password, body.display_name, body.avatar_url)
-    result = await container.commands.dispatch(cmd)
-    return _answer({"id": result.value.id, "version": result.value.version}, result.position, 201)
+    result = await container.dispatch(cmd)
+    return respond(result, {"id": result.value.id, "version": result.value.version}, 201)
 
 
-@router.post("/sessions", response_model=s.SessionToken, tags=["users"])
+@router.post("/sessions", response_model=s.SessionToken, tags=["users"], responses=LOG_IN)
 async def login(body: s.SessionRequest, container: Services) -> Response:
-    result = await container.queries.ask(q.Authenticate(body.email, body.password))
+    result = await container.ask(q.Authenticate(body.email, body.password))
     token = container.tokens.issue(result.value)
-    return _answer({"token": token, "user_id": result.value}, result.position)
+    return respond(result, {"token": token, "user_id": result.value})
 
 
-@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"])
+@router.get("/users/{user_id}", response_model=s.UserOut, tags=["users"], responses=READ)
 async def get_user(
     user_id: UserId, container: Services, caller: Caller, min_position: MinPosition
 ) -> Response:
@@ -87,10 +93,15 @@ async def get_user(
     }
     if user.email is not None:
         body["email"] = user.email
-    return _answer(body, result.position)
+    return respond(result, body)
 
 
-@router.patch("/users/{user_id}", response_model=s.UserVersionOut, tags=["users"])
+@router.patch(
+    "/users/{user_id}",
+    response_model=s.UserVersionOut,
+    tags=["users"],
+    responses=USER_WRITE,
+)
 async def update_profile(
     user_id: UserId, body: s.ProfileChange, container: Services, me: CurrentUser
 ) -> Response:
@@ -102,20 +113,26 @@ async def update_profile(
         display_name=body.display_name if "display_name" in given else KEEP,
         avatar_url=body.avatar_url if "avatar_url" in given else KEEP,
     )
-    result = await container.commands.dispatch(cmd)
-    return _answer({"id": result.value.id, "version": result.value.version}, result.position)
+    result = await container.dispatch(cmd)
+    return respond(result, {"id": result.value.id, "version": result.value.version})
 
 
 # -- posts ---------------------------------------------------------------------------------------
 
 
-@router.post("/posts", status_code=201, response_model=s.PostCreated, tags=["posts"])
+@router.post(
+    "/posts",
+    status_code=201,
+    response_model=s.PostCreated,
+    tags=["posts"],
+    responses=USER_CREATE,
+)
 async def create_post(body: s.NewPost, container: Services, me: CurrentUser) -> Response:
-    result = await container.commands.dispatch(c.CreatePost(me, body.content))
-    return _answer({"id": result.value.id}, result.position, 201)
+    result = await container.dispatch(c.CreatePost(me, body.content))
+    return respond(result, {"id": result.value.id}, 201)
 
 
-@router.get("/users/{user_id}/posts", response_model=s.PostPage, tags=["posts"])
+@router.get("/users/{user_id}/posts", response_model=s.PostPage, tags=["posts"], responses=READ)
 async def list_posts(
     user_id: UserId,
     container: Services,
@@ -125,25 +142,40 @@ async def list_posts(
 ) -> Response:
     query = q.ListPosts(user_id, limit, before)
     result = await _read(container, min_position, query)
-    return _answer(_page(result.value), result.position)
+    return respond(result, _page(result.value))
 
 
 # -- follows -------------------------------------------------------------------------------------
 
 
-@router.put("/users/{user_id}/followers/me", response_model=s.Following, tags=["follows"])
+@router.put(
+    "/users/{user_id}/followers/me",
+    response_model=s.Following,
+    tags=["follows"],
+    responses=USER_WRITE,
+)
 async def follow(user_id: UserId, container: Services, me: CurrentUser) -> Response:
-    result = await container.commands.dispatch(c.FollowUser(me, user_id))
-    return _answer({"following": result.value.following}, result.position)
+    result = await container.dispatch(c.FollowUser(me, user_id))
+    return respond(result, {"following": result.value.following})
 
 
-@router.delete("/users/{user_id}/followers/me", response_model=s.Following, tags=["follows"])
+@router.delete(
+    "/users/{user_id}/followers/me",
+    response_model=s.Following,
+    tags=["follows"],
+    responses=USER_WRITE,
+)
 async def unfollow(user_id: UserId, container: Services, me: CurrentUser) -> Response:
-    result = await container.commands.dispatch(c.UnfollowUser(me, user_id))
-    return _answer({"following": result.value.following}, result.position)
+    result = await container.dispatch(c.UnfollowUser(me, user_id))
+    return respond(result, {"following": result.value.following})
 
 
-@router.get("/users/{user_id}/followers", response_model=s.FollowPage, tags=["follows"])
+@router.get(
+    "/users/{user_id}/followers",
+    response_model=s.FollowPage,
+    tags=["follows"],
+    responses=READ,
+)
 async def list_followers(
     user_id: UserId,
     container: Services,
@@ -153,10 +185,15 @@ async def list_followers(
 ) -> Response:
     query = q.ListFollowers(user_id, limit, before)
     result = await _read(container, min_position, query)
-    return _answer(_page(result.value), result.position)
+    return respond(result, _page(result.value))
 
 
-@router.get("/users/{user_id}/following", response_model=s.FollowPage, tags=["follows"])
+@router.get(
+    "/users/{user_id}/following",
+    response_model=s.FollowPage,
+    tags=["follows"],
+    responses=READ,
+)
 async def list_following(
     user_id: UserId,
     container: Services,
@@ -166,7 +203,7 @@ async def list_following(
 ) -> Response:
     query = q.ListFollowing(user_id, limit, before)
     result = await _read(container, min_position, query)
-    return _answer(_page(result.value), result.position)
+    return respond(result, _page(result.value))
 
 
 # -- operations ----------------------------------------------------------------------------------
