@@ -1,7 +1,7 @@
 """The slow-client check: a normal client's latency with and without slow connections.
 
 ``social serve`` closes a connection that has not sent a request's complete headers within
-``--header-timeout`` seconds (:mod:`social.api.protocol`). This check starts the service on
+``--header-timeout`` seconds (:mod:`cqrskit.cli._protocol`). This check starts the service on
 a fresh SQLite data directory with a short header timeout and measures one normal client
 (sequential ``GET /health`` and ``GET /users/{id}``, each on a new connection, as a new
 visitor would arrive) in rounds that alternate two conditions:

@@ -183,11 +183,11 @@ class App:
 
     async def dispatch(
         self,
-        message: Command,
+        message: Command[T],
         *,
         correlation_id: str | None = None,
         extra: dict[str, str] | None = None,
-    ) -> CommandResult[Any]:
+    ) -> CommandResult[T]:
         """Run a command; ``result.position`` is its read-your-writes token."""
         return await self.commands.dispatch(message, correlation_id=correlation_id, extra=extra)
 
@@ -329,12 +329,15 @@ class App:
 
     # -- consistency and operations -------------------------------------------------------------
 
-    async def wait_for(self, names: Sequence[str], position: int) -> None:
-        """Wait until each named read model has processed ``position``, all within one
-        budget of ``min_position_timeout`` seconds; raises ``ConsistencyTimeout``."""
+    async def wait_for(
+        self, read_models: Sequence[str | type[Projection] | Projection], position: int
+    ) -> None:
+        """Wait until each read model (by name, class or instance) has processed
+        ``position``, all within one budget of ``min_position_timeout`` seconds; raises
+        ``ConsistencyTimeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.min_position_timeout
-        for name in names:
+        for name in (r if isinstance(r, str) else r.name for r in read_models):
             remaining = max(0.0, deadline - loop.time())
             try:
                 await self.runner.wait_for(name, position, remaining)

@@ -32,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .backoff import backoff_delays
 from .context import CommandContext, _reset, _set
-from .errors import ConcurrencyError, ConfigurationError, HandlerNotFound
+from .errors import ConcurrencyError, ConfigurationError, HandlerNotFound, StaleVersion
 from .messages import Command, Query
 
 __all__ = [
@@ -243,8 +243,9 @@ def retry_on_conflict_middleware(
     attempts: int = 5, base_delay: float = 0.005, max_delay: float = 0.2
 ) -> Middleware:
     """Re-runs a command whose handler was registered ``retry_on_conflict=True`` when it
-    meets a :class:`ConcurrencyError`, with exponential backoff and full jitter.
-    Other handlers' conflicts pass through untouched (their caller decides)."""
+    meets a :class:`ConcurrencyError`, with exponential backoff and full jitter. Other
+    handlers' conflicts, and a :class:`StaleVersion` (the client's own version: a fresh
+    load cannot make it current), pass through untouched (their caller decides)."""
 
     async def mw(dispatch: Dispatch, nxt: Next) -> Any:
         if not dispatch.registration.retry_on_conflict:
@@ -253,6 +254,8 @@ def retry_on_conflict_middleware(
         while True:
             try:
                 return await nxt()
+            except StaleVersion:
+                raise
             except ConcurrencyError:
                 delay = next(delays, None)
                 if delay is None:

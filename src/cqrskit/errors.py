@@ -10,6 +10,7 @@
     │   ├── EventDecodeError          a payload that does not fit its class
     │   └── UpcastError               an upcaster chain that is missing a step or failed
     ├── ConcurrencyError              expected version mismatch on append (carries actual)
+    │   └── StaleVersion              ... the client's own version: never retried
     ├── StreamNotFound                reading a stream that does not exist where one is required
     ├── PersistenceError              PEP 249-shaped tree; driver errors are converted at the
     │   │                             transaction boundary, the original is kept as __cause__
@@ -104,6 +105,11 @@ class ConcurrencyError(CqrsKitError):
         super().__init__(
             f"stream {stream_id!r}: expected version {expected!r}, actual version {actual}"
         )
+
+
+class StaleVersion(ConcurrencyError):
+    """The version a client sent is not the stream's (``Repository.get(id,
+    expected_version=...)``): the client decides, so it is never retried (an HTTP 409)."""
 
 
 class StreamNotFound(CqrsKitError):

@@ -9,7 +9,7 @@ import msgspec
 
 from .aggregate import Aggregate
 from .context import current_context
-from .errors import StreamNotFound
+from .errors import StaleVersion, StreamNotFound
 from .eventstore import NO_STREAM, AppendResult, EventStore, Snapshot
 
 __all__ = ["Repository"]
@@ -41,11 +41,16 @@ class Repository(Generic[A]):
     ) -> Repository[A]:
         return cls(store, aggregate, aggregate.stream_id, snapshot_every)
 
-    async def get(self, id: str) -> A:
-        """The aggregate; raises :class:`StreamNotFound` when it has no events."""
+    async def get(self, id: str, expected_version: int | None = None) -> A:
+        """The aggregate; raises :class:`StreamNotFound` when it has no events, and
+        :class:`StaleVersion` when ``expected_version`` (a client's, say from a PATCH body)
+        is not its version. Saving it then appends expecting that version: a change made
+        in between is a conflict too."""
         aggregate = await self.load(id)
         if not aggregate.exists:
             raise StreamNotFound(self._stream_id(id))
+        if expected_version is not None and aggregate.version != expected_version:
+            raise StaleVersion(self._stream_id(id), expected_version, aggregate.version)
         return aggregate
 
     async def load(self, id: str) -> A:

@@ -125,11 +125,9 @@ class Todo(App):
         await self.repository(Task).save(task)
         return task.id
 
-    @command(FinishTask)
+    @command(FinishTask, retry_on_conflict=True)  # a client's stale version is never retried
     async def finish_task(self, cmd: FinishTask) -> int:
-        task = await self.repository(Task).get(cmd.task_id)
-        if task.version != cmd.version:
-            raise ConcurrencyError(Task.stream_id(cmd.task_id), cmd.version, task.version)
+        task = await self.repository(Task).get(cmd.task_id, expected_version=cmd.version)
         task.finish()
         await self.repository(Task).save(task)
         return task.version

@@ -7,8 +7,8 @@ import asyncio
 
 import psycopg
 import pytest
-from benchmarks.pg_appends import Happened, TableLockStore
 
+from benchmarks.pg_appends import Happened, TableLockStore
 from cqrskit import Codec
 from cqrskit.backends.postgres import PostgresEventStore
 

@@ -23,6 +23,7 @@ from cqrskit import (
     QueryBus,
     QueryResult,
     Repository,
+    StaleVersion,
     StreamNotFound,
     current_context,
     logging_middleware,
@@ -432,6 +433,31 @@ async def test_retry_on_conflict_gives_up_after_its_attempts() -> None:
     with pytest.raises(ConcurrencyError):
         await bus.dispatch(Unhandled())
     assert calls == 3
+
+
+async def test_a_clients_stale_version_is_refused_at_load_and_never_retried(
+    store: MemoryEventStore,
+) -> None:
+    repo = Repository.for_type(store, Account)
+    account = Account("a1")
+    account.open("ada")
+    await repo.save(account)
+    assert (await repo.get("a1", expected_version=1)).version == 1
+    calls = 0
+
+    async def close_at(command: Unhandled) -> None:
+        nonlocal calls
+        calls += 1
+        await repo.get("a1", expected_version=7)  # the client's version, not current
+
+    bus = CommandBus()
+    bus.register(Unhandled, close_at, retry_on_conflict=True)
+    bus.use(retry_on_conflict_middleware(attempts=5, base_delay=0.001))
+    with pytest.raises(StaleVersion) as raised:
+        await bus.dispatch(Unhandled())
+    assert (raised.value.expected, raised.value.actual) == (7, 1)
+    assert isinstance(raised.value, ConcurrencyError)  # a 409 like any conflict
+    assert calls == 1  # a fresh load cannot make the client's version current
 
 
 async def test_retry_reruns_a_real_handler_from_a_fresh_load(store: MemoryEventStore) -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from benchmarks import SYSTEMS
 from benchmarks.orchestrate import Selection
 from benchmarks.report import markdown, rows

@@ -138,10 +138,11 @@ WEB = {"fastapi", "starlette", "pydantic", "uvicorn"}
 
 
 def test_only_the_web_integration_imports_a_web_framework() -> None:
-    """``pip install cqrskit`` needs msgspec alone: fastapi is the extra of cqrskit.fastapi."""
+    """``pip install cqrskit`` needs msgspec alone: fastapi is the extra of cqrskit.fastapi,
+    uvicorn (with typer and rich) the extra of the command, cqrskit.cli."""
     found = {}
     for name, path in ALL.items():
-        if not name.startswith("cqrskit") or name.startswith("cqrskit.fastapi"):
+        if not name.startswith("cqrskit") or name.startswith(("cqrskit.fastapi", "cqrskit.cli")):
             continue
         bad = {m for m in _imports(name, path) if m.split(".")[0] in WEB}
         if bad:
@@ -213,8 +214,8 @@ CQRSKIT_API = {
     "ProjectionError", "ProjectionRunner", "ProjectionStatus", "Query", "QueryBus",
     "QueryResult", "ReadDatabase", "RebuildProgress", "RebuildResult", "RebuildTarget",
     "RecordedEvent", "Repository", "RetryPolicy", "Row", "SchemaError", "SerializationError",
-    "Snapshot", "SqlTx", "StorageFull", "StoreClosed", "StreamNotFound", "StreamState",
-    "UniqueViolation",
+    "Snapshot", "SqlTx", "StaleVersion", "StorageFull", "StoreClosed", "StreamNotFound",
+    "StreamState", "UniqueViolation",
     "UnknownEventType", "UpcastError", "Upcaster", "backoff_delays", "command",
     "create_read_models", "current_context", "handles", "logging_middleware", "new_id",
     "projection_status", "query", "Options",
@@ -235,12 +236,19 @@ EXTRA_API = {
         "BadRequest", "Conflict", "Error", "ErrorHandler", "MinPosition", "NotCaughtUp",
         "application", "connect", "error_response", "min_position", "respond", "responses",
     },
+    "cqrskit.cli": {
+        "EXIT_CANNOT_LISTEN", "EXIT_DATABASE", "EXIT_ERROR", "EXIT_USAGE", "STATUS_FIELDS",
+        "AppSpec", "Failure", "ServeOptions", "Served", "Target", "cli", "configure_logging",
+        "existing", "exit_status", "main", "protocol_with_header_timeout",
+        "rebuild_with_progress", "report", "run", "run_async", "serve", "show_status", "work",
+    },
     "cqrskit.testing": {
         "DEFAULT_STREAM", "AggregateScenario", "CommandScenario", "Outcome",
         "ProjectionScenario", "given",
     },
 }  # fmt: skip
-"""The packages beside the core that an app imports: the web integration, the test kit."""
+"""The packages beside the core that an app imports: the web integration, the command's
+pieces, the test kit."""
 
 
 @pytest.mark.parametrize(

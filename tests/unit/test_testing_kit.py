@@ -419,7 +419,7 @@ async def test_events_given_without_a_stream_share_one(balances: ProjectionScena
     await balances.given(Deposited("a", 1))
     await balances.given(Deposited("a", 1))
     await balances.then_rows(ROWS, ("a", 200, 2, 2))
-    assert DEFAULT_STREAM == "test"
+    assert DEFAULT_STREAM == "test-1"
 
 
 async def test_then_rows_fails_on_other_rows_and_shows_both(balances: ProjectionScenario) -> None:

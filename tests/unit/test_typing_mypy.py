@@ -224,6 +224,47 @@ async def use(bus: CommandBus) -> None:
     posted = await bus.dispatch(CreatePost("u1", "hello"))
     assert_type(posted.value, PostId)
 """,
+    "snippet_app": """
+from cqrskit import App, Query, QueryResult, command, query
+
+
+@dataclass(frozen=True)
+class Balance(Query[int]):
+    owner: str
+
+
+class Accounts(Projection):
+    name = "accounts"
+
+
+class Bank(App):
+    @command(OpenAccount)
+    async def open_account(self, cmd: OpenAccount) -> AccountId:
+        return AccountId(cmd.owner)
+
+    @command(OpenAccount)  # E: Argument 1
+    async def open_wrongly(self, cmd: OpenAccount) -> str:
+        return cmd.owner
+
+    @query(Balance, reads=[Accounts])
+    def balance(self, q: Balance, tx: SqlTx) -> int:
+        return 0
+
+    @query(Balance, reads=[Accounts])  # E: of "QueryDecorator" has incompatible type
+    def balance_wrongly(self, q: Balance, tx: SqlTx) -> str:
+        return ""
+
+    @query(Balance)
+    async def balance_async(self, q: Balance) -> QueryResult[int]:
+        return QueryResult(0, 0)
+
+
+async def use(bank: Bank) -> None:
+    opened = await bank.dispatch(OpenAccount("ann"))
+    assert_type(opened.value, AccountId)
+    answer = await bank.ask(Balance("ann"))
+    assert_type(answer.value, int)
+""",
 }
 
 MARK = re.compile(r"#\s*E:\s*(?P<text>.+?)\s*$")
@@ -292,6 +333,7 @@ def test_mypy_accepts_the_right_types_and_refuses_the_wrong_ones(tmp_path: Path)
     assert missing == {}, stdout
     assert status == 1
     assert {name for name, _ in errors} == {
+        "snippet_app.py",
         "snippet_commands_bad.py",
         "snippet_projection_bad.py",
         "snippet_social.py",

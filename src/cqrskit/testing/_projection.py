@@ -21,8 +21,9 @@ __all__ = ["DEFAULT_STREAM", "ProjectionScenario"]
 
 T = TypeVar("T")
 
-DEFAULT_STREAM = "test"
-"""The stream of events given without one."""
+DEFAULT_STREAM = "test-1"
+"""The stream of events given without one: named as an aggregate's are, so that a handler
+keyed on ``record.aggregate_id`` sees ``"1"`` (``stream_type`` ``"test"``), not ``""``."""
 
 
 class ProjectionScenario:

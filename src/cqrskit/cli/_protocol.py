@@ -6,10 +6,10 @@ connection, or a request whose headers arrive a byte at a time, all the time in 
 1,024, and normal requests failed. Here a connection must deliver each request's complete
 headers within ``header_timeout`` seconds of its first byte (or of the connection, for
 the first request), or it is closed. A slow body is the request deadline's business
-(:class:`~social.api.middleware.Guard`: 408).
+(an application's own deadline: social's ``Guard`` answers 408).
 
 Production advice stays: a reverse proxy in front (nginx, HAProxy, a cloud load balancer)
-with its own client timeouts and connection limits (docs/operations.md).
+with its own client timeouts and connection limits (docs/operations.md, docs/cli.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["protocol_with_header_timeout"]
 
-log = logging.getLogger("social.api")
+log = logging.getLogger("cqrskit.http")
 
 _REPORT_EVERY = 10.0
 """Seconds between two log lines about closed slow connections (an attack makes many)."""

@@ -1,0 +1,171 @@
+"""The ``cqrskit`` command: ``cqrskit --app MODULE:ATTR serve|worker|rebuild|status``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from ..app import App
+from ._commands import existing, rebuild_with_progress, show_status, work
+from ._run import EXIT_USAGE, Failure, report, run
+from ._serve import ServeOptions
+from ._target import AppSpec
+from ._workers import serve
+
+__all__ = ["cli", "configure_logging", "main"]
+
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Serve, project, rebuild and inspect a cqrskit application.",
+)
+
+
+@dataclass(frozen=True)
+class _Given:
+    app: str | None
+    url: str | None
+    read_url: str | None
+
+    def target(self) -> AppSpec:
+        if not self.app:
+            raise Failure("give the application: --app MODULE:ATTR (or CQRSKIT_APP)", EXIT_USAGE)
+        return AppSpec(self.app, self.url, self.read_url)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        try:
+            print(f"cqrskit {version('cqrskit')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            print("cqrskit (version unknown: not installed)")
+        raise typer.Exit(0)
+
+
+@cli.callback()
+def root(
+    ctx: typer.Context,
+    app: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            envvar="CQRSKIT_APP",
+            metavar="MODULE:ATTR",
+            help="A cqrskit App, an ASGI app connected to one (cqrskit.fastapi.connect),"
+            " or a function returning either.",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(envvar="CQRSKIT_URL", help="The database, instead of the app's own URL."),
+    ] = None,
+    read_url: Annotated[
+        str | None,
+        typer.Option(envvar="CQRSKIT_READ_URL", help="PostgreSQL: the read models' database."),
+    ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = _Given(app, url, read_url)
+
+
+def _app(ctx: typer.Context, *, must_exist: bool = False) -> App:
+    """The App of ``--app`` (configured), or one line and exit status 2."""
+    given: _Given = ctx.obj
+    try:
+        app = given.target()().app
+        return existing(app) if must_exist else app
+    except Failure as failure:
+        report(failure.message)
+        raise typer.Exit(failure.status) from None
+
+
+@cli.command("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes sharing the port; each projection runs in one of them at a time."
+        ),
+    ] = 1,
+    projections: Annotated[
+        bool | None,
+        typer.Option(
+            "--projections/--no-projections",
+            help="Also run the projections (default: as the App says);"
+            " --no-projections: HTTP only, for `worker`s to run them.",
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a client has to send a request's headers, else closed."),
+    ] = 10.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(help="Connections and requests at once, per process; beyond, 503."),
+    ] = 1000,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+) -> None:
+    """The HTTP API (an ASGI app connected to the App) and the projections."""
+    given: _Given = ctx.obj
+    try:
+        target = given.target()
+    except Failure as failure:
+        report(failure.message)
+        raise typer.Exit(failure.status) from None
+    options = ServeOptions(
+        host=host,
+        port=port,
+        workers=workers,
+        run_projections=projections,
+        header_timeout=header_timeout,
+        max_connections=max_connections,
+        log_level=log_level,
+    )
+    raise typer.Exit(serve(target, options, configure_logging=configure_logging))
+
+
+@cli.command()
+def worker(ctx: typer.Context) -> None:
+    """The projections only, no HTTP, until SIGTERM or SIGINT."""
+    run(work(_app(ctx)))
+
+
+@cli.command("rebuild")
+def rebuild_command(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="One read model (default: all).")] = None,
+) -> None:
+    """Rebuild read models by replaying the event store; safe while the app runs."""
+    run(rebuild_with_progress(_app(ctx, must_exist=True), name))
+
+
+@cli.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON rows instead of a table.")] = False,
+) -> None:
+    """Position, head, lag and state of each projection."""
+    run(show_status(_app(ctx, must_exist=True), as_json))
+
+
+def configure_logging() -> None:
+    """Log lines on stderr (stdout is for what a command answers)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def main() -> None:
+    configure_logging()
+    cli(prog_name="cqrskit")
