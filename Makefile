@@ -9,10 +9,12 @@ PORT ?= 8000
 
 .PHONY: run test lint typecheck pytest bench install clean
 
-$(STAMP): pyproject.toml
+# Two distributions from this repository: cqrskit (the framework; its extras) and
+# cqrskit-social (the reference service, in services/social).
+$(STAMP): pyproject.toml services/social/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e services/social
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +23,8 @@ run: $(STAMP)
 	$(BIN)/social serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src services tests benchmarks examples
+	$(BIN)/ruff format --check src services tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

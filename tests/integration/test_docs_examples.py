@@ -24,7 +24,8 @@ def _blocks() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("where", "code"), _blocks(), ids=[w for w, _ in _blocks()])
 def test_code_block_runs(where: str, code: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    sources = [ROOT / "src", ROOT / "services" / "social" / "src"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sources))}
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,

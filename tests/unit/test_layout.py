@@ -19,17 +19,19 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = {"cqrskit": ROOT / "src", "social": ROOT / "services" / "social" / "src"}
+"""Where each distribution's package lives: the framework, and the service beside it."""
 BACKENDS = ("memory", "sqlite", "postgres")
 MAX_LINES = 400
 LONG_MARKER = "Why this module is long:"
 
 
 def _modules(package: str) -> dict[str, Path]:
-    root = SRC / package
+    src = SOURCES[package]
     found: dict[str, Path] = {}
-    for path in sorted(root.rglob("*.py")):
-        parts = list(path.relative_to(SRC).with_suffix("").parts)
+    for path in sorted((src / package).rglob("*.py")):
+        parts = list(path.relative_to(src).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         found[".".join(parts)] = path
@@ -187,10 +189,11 @@ def test_a_backend_imports_no_other_backend() -> None:
 
 def test_every_backend_has_the_same_port_modules() -> None:
     for backend in BACKENDS:
-        names = {p.stem for p in (SRC / "cqrskit" / "backends" / backend).glob("*.py")}
+        package = SOURCES["cqrskit"] / "cqrskit" / "backends" / backend
+        names = {p.stem for p in package.glob("*.py")}
         assert {"__init__", "store", "database", "lease"} <= names, backend
     for backend in ("sqlite", "postgres"):
-        assert (SRC / "cqrskit" / "backends" / backend / "connection.py").exists()
+        assert (SOURCES["cqrskit"] / "cqrskit" / "backends" / backend / "connection.py").exists()
 
 
 def test_no_module_is_long_without_saying_why() -> None:

@@ -372,7 +372,9 @@ def test_cursors_round_trip_and_bad_ones_are_invalid_values() -> None:
 
 # -- layering ------------------------------------------------------------------------------------
 
-APPLICATION = Path(__file__).resolve().parents[2] / "src" / "social" / "application"
+APPLICATION = (
+    Path(__file__).resolve().parents[2] / "services" / "social" / "src" / "social" / "application"
+)
 OUTER = ("social.infrastructure", "social.api", "social.cli", "sqlite3", "psycopg", "fastapi")
 
 

@@ -226,7 +226,7 @@ FORBIDDEN = {
     "prometheus_client",
     "threading",
 }
-DOMAIN = Path(__file__).resolve().parents[2] / "src" / "social" / "domain"
+DOMAIN = Path(__file__).resolve().parents[2] / "services" / "social" / "src" / "social" / "domain"
 
 
 def test_the_domain_imports_no_database_http_or_io_module() -> None:

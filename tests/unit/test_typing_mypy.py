@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mypy import api
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+ROOT = Path(__file__).resolve().parents[2]
+MYPY_PATH = f"{ROOT / 'src'}:{ROOT / 'services' / 'social' / 'src'}"
 
 PRELUDE = """\
 from __future__ import annotations
@@ -297,7 +298,7 @@ def _decorator_lines(path: Path) -> set[int]:
 def test_mypy_accepts_the_right_types_and_refuses_the_wrong_ones(tmp_path: Path) -> None:
     files, expected = _write(tmp_path)
     config = tmp_path / "mypy.ini"
-    config.write_text(f"[mypy]\nstrict = True\npython_version = 3.11\nmypy_path = {SRC}\n")
+    config.write_text(f"[mypy]\nstrict = True\npython_version = 3.11\nmypy_path = {MYPY_PATH}\n")
     stdout, stderr, status = api.run(
         [
             "--config-file",
