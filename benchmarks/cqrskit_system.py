@@ -238,14 +238,16 @@ async def open_store(target: Target, *, durable: bool = True) -> EventStore:
     url = target.write
     if not durable:
         url += ("&" if "?" in url else "?") + "options=-c%20synchronous_commit%3Doff"
-    # As many connections as the 32 clients (eventsourcing gets the same).
-    return await PostgresEventStore.open(url, codec(), pool_max=32)
+    # As many connections as the 32 clients (eventsourcing gets the same). A service fails
+    # fast when its pool is full (1 s, then 503); a benchmark waits as eventsourcing's pool
+    # does: seeders of several systems may share the server's connections for a while.
+    return await PostgresEventStore.open(url, codec(), pool_max=32, pool_timeout=30.0)
 
 
 def open_read_db(target: Target) -> ReadDatabase:
     if target.backend == "sqlite":
         return SqliteDatabase(target.read, synchronous="FULL")
-    return PostgresDatabase(target.read)
+    return PostgresDatabase(target.read, pool_timeout=30.0)
 
 
 class CqrskitSystem:

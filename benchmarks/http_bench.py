@@ -1,4 +1,5 @@
-"""cqrskit over HTTP: the social service (``social serve``) under a separate load generator."""
+"""cqrskit over HTTP: the social service (``social serve``) under a separate load generator,
+with one worker process and with ``--workers 2`` (figures ``NAME_w2``), on fresh data each."""
 
 from __future__ import annotations
 
@@ -10,10 +11,34 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .orchestrate import Run
+
+
+WORKERS = (1, 2)
+"""The ``social serve --workers`` counts measured, each repetition, in alternating order."""
+
+
+def figure_name(name: str, workers: int) -> str:
+    """``http_get_rps`` for one worker, ``http_get_rps_w2`` for two."""
+    return name if workers == 1 else f"{name}_w{workers}"
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/PID/task/TID/children`` (Linux); just
+    ``pid`` where that cannot be read."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in children.read_text().split()]
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def free_port() -> int:
@@ -73,10 +98,14 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(5)
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()
 
 
-def http_figures(run: Run, backend: str) -> dict[str, float]:
-    """One repetition of the HTTP figures on a fresh data directory or pair of databases."""
+def http_figures(run: Run, backend: str, workers: int = 1) -> dict[str, float]:
+    """One repetition of the HTTP figures on a fresh data directory or pair of databases,
+    against ``social serve --workers WORKERS``. The CPU the load generator and the server's
+    processes used in each phase, in cores, goes to ``run.settings["http_cores"]``."""
     used: list[str] = []
     if backend == "sqlite":
         data_dir = run.workdir / f"http-{time.monotonic_ns()}"
@@ -87,10 +116,13 @@ def http_figures(run: Run, backend: str) -> dict[str, float]:
         args = ["--write-url", write, "--read-url", read]
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args += ["--workers", str(workers)]
     server = Server(["--host", "127.0.0.1", "--port", str(port), *args], env)
+    label = f"http/{backend}/w{workers}"
     try:
         url = server.wait_ready()
-        return run._subprocess(
+        output: dict[str, Any] = {}
+        figures = run._subprocess(
             [
                 sys.executable,
                 "-m",
@@ -101,12 +133,23 @@ def http_figures(run: Run, backend: str) -> dict[str, float]:
                 str(run.sizes.http_connections),
                 "--seconds",
                 str(run.sizes.http_seconds),
+                "--server-pids",
+                ",".join(map(str, process_tree(server.process.pid))),
             ],
             timeout=300,
-            label=f"http/{backend}",
+            label=label,
+            output_out=output,
         )
+        if figures:
+            cores = run.settings.setdefault("http_cores", {}).setdefault(
+                f"{backend}/w{workers}", {}
+            )
+            for phase, by in output.get("cores", {}).items():
+                for who, value in by.items():
+                    cores.setdefault(f"{phase}_{who}", []).append(round(value, 2))
+        return {figure_name(name, workers): value for name, value in figures.items()}
     except RuntimeError as exc:
-        run.errors.append(f"http/{backend}: {exc}")
+        run.errors.append(f"{label}: {exc}")
         return {}
     finally:
         server.stop()

@@ -3,7 +3,12 @@
 ``python -m benchmarks.loadgen --url http://127.0.0.1:P --connections 64 --seconds 5``
 registers one user per connection and opens a session for each (untimed), then runs two
 timed phases over keep-alive connections: ``GET /users/{id}`` and ``POST /posts``. It
-prints one JSON line: requests per second and p99 latency of each phase.
+prints one JSON line: requests per second and p99 latency of each phase (``figures``), and
+the CPU used during each phase, in cores (``cores``): by this process (``client``), with
+``--server-pids`` by those processes (``server``, from ``/proc/PID/stat``), and by the whole
+machine (``machine``, from ``/proc/stat``: the server, the client, PostgreSQL's backends and
+anything else running). On a 2-core machine what the load generator takes is not there for
+the server.
 
 The client is a minimal HTTP/1.1 one on asyncio streams (a general client such as httpx
 costs more CPU per request than the server under test on a 2-core machine).
@@ -14,15 +19,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from .stats import percentile
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU time of these processes so far (0 for one that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / tick
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent neither idle nor waiting for I/O so far (0 without /proc)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class Connection:
@@ -94,9 +126,10 @@ async def setup_users(base: str, n: int) -> list[tuple[str, str]]:
 
 
 async def phase(
-    host: str, port: int, requests: Sequence[bytes], seconds: float
+    host: str, port: int, requests: Sequence[bytes], seconds: float, server: Sequence[int] = ()
 ) -> dict[str, float]:
-    """Each connection repeats its request for ``seconds``; rps and latency percentiles."""
+    """Each connection repeats its request for ``seconds``; rps, p99 latency and the CPU
+    over the phase, in cores, of this process and of the ``server`` processes."""
     conns = [await Connection.open(host, port) for _ in requests]
     latencies: list[list[float]] = [[] for _ in requests]
     failures = [0]
@@ -116,20 +149,32 @@ async def phase(
 
     tasks = [asyncio.create_task(loop(i)) for i in range(len(requests))]
     await asyncio.sleep(0)
+    cpu, server_cpu, busy = time.process_time(), cpu_seconds(server), machine_busy_seconds()
     began = time.perf_counter()
     deadline = began + seconds
     go.set()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - began
+    client_cores = (time.process_time() - cpu) / elapsed
+    server_cores = (cpu_seconds(server) - server_cpu) / elapsed
+    machine_cores = (machine_busy_seconds() - busy) / elapsed
     for conn in conns:
         conn.close()
     flat = [x for lat in latencies for x in lat]
     if failures[0]:
         raise RuntimeError(f"{failures[0]} of {len(flat)} requests failed")
-    return {"rps": len(flat) / elapsed, "p99_ms": percentile(flat, 99) * 1000}
+    return {
+        "rps": len(flat) / elapsed,
+        "p99_ms": percentile(flat, 99) * 1000,
+        "client": client_cores,
+        "server": server_cores,
+        "machine": machine_cores,
+    }
 
 
-async def main_async(url: str, connections: int, seconds: float) -> dict[str, float]:
+async def main_async(
+    url: str, connections: int, seconds: float, server: Sequence[int] = ()
+) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     hostport = f"{host}:{port}"
@@ -137,14 +182,23 @@ async def main_async(url: str, connections: int, seconds: float) -> dict[str, fl
     gets = [build_request("GET", hostport, f"/users/{uid}", b"", None) for uid, _ in users]
     body = json.dumps({"content": "benchmark post " + "x" * 84}).encode()
     posts = [build_request("POST", hostport, "/posts", body, token) for _, token in users]
-    get = await phase(host, port, gets, seconds)
-    post = await phase(host, port, posts, seconds)
-    return {
+    get = await phase(host, port, gets, seconds, server)
+    post = await phase(host, port, posts, seconds, server)
+    figures = {
         "http_get_rps": get["rps"],
         "http_get_p99_ms": get["p99_ms"],
         "http_post_rps": post["rps"],
         "http_post_p99_ms": post["p99_ms"],
     }
+    cores = {
+        name: {
+            "client": result["client"],
+            **({"server": result["server"]} if server else {}),
+            "machine": result["machine"],
+        }
+        for name, result in (("get", get), ("post", post))
+    }
+    return {"figures": figures, "cores": cores}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -152,9 +206,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--server-pids", default="", help="comma-separated: processes whose CPU use to report"
+    )
     args = parser.parse_args(argv)
-    figures = asyncio.run(main_async(args.url, args.connections, args.seconds))
-    print(json.dumps({"figures": figures}), flush=True)
+    server = [int(p) for p in args.server_pids.split(",") if p.strip()]
+    output = asyncio.run(main_async(args.url, args.connections, args.seconds, server))
+    print(json.dumps(output), flush=True)
     return 0
 
 

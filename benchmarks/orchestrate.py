@@ -32,7 +32,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "lag": ("lag_p50_ms", "lag_p99_ms"),
     "catchup": ("catchup_events_per_s",),
     "rebuild": ("rebuild_events_per_s", "rebuild_peak_mb"),
-    "http": ("http_get_rps", "http_get_p99_ms", "http_post_rps", "http_post_p99_ms"),
+    "http": tuple(n for n in UNITS if n.startswith("http_")),
     "slow": tuple(n for n in UNITS if n.startswith("slow_")),
 }
 
@@ -41,7 +41,7 @@ console = Console(stderr=True)
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller counts (< 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (about 3.5 minutes)")
     parser.add_argument(
         "--pg-url",
         help=f"PostgreSQL admin URL (scratch databases are created and dropped there);"
@@ -115,7 +115,15 @@ class Run:
         argv = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
         return self._subprocess(argv, timeout, f"{system}/{backend}")
 
-    def _subprocess(self, argv: list[str], timeout: float, label: str) -> dict[str, float]:
+    def _subprocess(
+        self,
+        argv: list[str],
+        timeout: float,
+        label: str,
+        output_out: dict[str, Any] | None = None,
+    ) -> dict[str, float]:
+        """The figures of the process's last stdout line (``{"figures": ...}``); the whole
+        line is also copied into ``output_out`` when given."""
         try:
             done = subprocess.run(
                 argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
@@ -129,6 +137,8 @@ class Run:
             output: dict[str, Any] = json.loads(last[0])
         except json.JSONDecodeError:
             output = {}
+        if output_out is not None:
+            output_out.update(output)
         for error in output.get("errors", []):
             self.errors.append(f"{label}: {error}")
         if done.returncode != 0:
@@ -280,10 +290,12 @@ def execute(
             }
         )
     http: Callable[[str, int], dict[str, float]] | None = None
+    http_workers: tuple[int, ...] = ()
     if "http" in selection.groups and "cqrskit" in selection.systems:
-        from .http_bench import http_figures
+        from .http_bench import WORKERS, http_figures
 
-        http = lambda backend, rep: http_figures(state, backend)  # noqa: E731
+        http = lambda backend, workers: http_figures(state, backend, workers)  # noqa: E731
+        http_workers = WORKERS
     for rep in range(sizes.repetitions):
         order = selection.systems[rep % len(selection.systems) :]
         order += selection.systems[: rep % len(selection.systems)]
@@ -302,12 +314,18 @@ def execute(
                     + ", ".join(f"{k}={v:,.1f}" for k, v in figures.items())
                 )
             if http is not None:
-                figures = http(backend, rep)
-                state.samples.add("cqrskit", backend, figures)
-                console.print(
-                    f"rep {rep + 1}/{sizes.repetitions} http/{backend}: "
-                    + ", ".join(f"{k}={v:,.1f}" for k, v in figures.items())
-                )
+                # One server per worker count, a fresh one each, the order alternating
+                # by repetition (1 then 2 workers, then 2 then 1) like the systems'.
+                turn = rep % len(http_workers)
+                for workers in http_workers[turn:] + http_workers[:turn]:
+                    began = time.perf_counter()
+                    figures = http(backend, workers)
+                    state.samples.add("cqrskit", backend, figures)
+                    console.print(
+                        f"rep {rep + 1}/{sizes.repetitions} http/{backend} --workers {workers}"
+                        f" ({time.perf_counter() - began:.1f} s): "
+                        + ", ".join(f"{k}={v:,.1f}" for k, v in figures.items())
+                    )
     if "slow" in selection.groups and "cqrskit" in selection.systems and "sqlite" in backends:
         slow_clients(state, quick, rounds)
 

@@ -1,4 +1,5 @@
-"""The results as a table: medians with [min-max], and cqrskit's ratios to the others.
+"""The results as a table: medians with [min-max], and cqrskit's ratios to the others;
+then the HTTP figures of ``social serve --workers 2`` against one worker, with their ratio.
 
 ``python -m benchmarks.report [benchmarks/results/latest.json]`` prints the table of a past
 run in Markdown (what docs/benchmarks.md shows).
@@ -84,18 +85,66 @@ HEADERS = [
 ]
 
 
-def print_table(document: Mapping[str, Any], console: Console | None = None) -> None:
-    table = Table(title="cqrskit vs eventsourcing vs raw SQL (ratios: >1 = cqrskit ahead)")
-    for header in HEADERS:
+WORKERS_SUFFIX = "_w2"
+"""``NAME_w2``: figure ``NAME`` against ``social serve --workers 2`` (stats.UNITS)."""
+
+WORKERS_HEADERS = [
+    "figure",
+    "backend",
+    "unit",
+    "1 worker median [min-max]",
+    "2 workers median [min-max]",
+    "2 workers / 1 worker",
+]
+
+
+def workers_rows(document: Mapping[str, Any]) -> list[list[str]]:
+    """One row per (figure, backend) measured with both worker counts (cqrskit only): the
+    two cells and the plain ratio of medians, 2 workers over 1 (not inverted for ms)."""
+    index = {(f["name"], f["backend"]): f for f in document["figures"] if f["system"] == "cqrskit"}
+    out = []
+    for name, unit in UNITS.items():
+        if name + WORKERS_SUFFIX not in UNITS:
+            continue
+        for backend in BACKENDS:
+            one, two = index.get((name, backend)), index.get((name + WORKERS_SUFFIX, backend))
+            if one is None or two is None:
+                continue
+            ratio = f"{two['median'] / one['median']:.2f}x" if one["median"] else "-"
+            out.append([name, backend, unit, _cell(one), _cell(two), ratio])
+    return out
+
+
+def _table(title: str, headers: list[str], body: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for header in headers:
         table.add_column(header, justify="left" if header in ("figure", "backend") else "right")
-    for row in rows(document):
+    for row in body:
         table.add_row(*row)
-    (console or Console()).print(table)
+    return table
+
+
+def print_table(document: Mapping[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    title = "cqrskit vs eventsourcing vs raw SQL (ratios: >1 = cqrskit ahead)"
+    console.print(_table(title, HEADERS, rows(document)))
+    scaling = workers_rows(document)
+    if scaling:
+        title = "social serve --workers 2 vs 1 worker, same run (ratio: 2 workers / 1)"
+        console.print(_table(title, WORKERS_HEADERS, scaling))
+
+
+def _markdown(headers: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
 
 
 def markdown(document: Mapping[str, Any]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(document)]
+    """The main table; then, when the run measured both, 2 workers against 1."""
+    lines = _markdown(HEADERS, rows(document))
+    scaling = workers_rows(document)
+    if scaling:
+        lines += ["", *_markdown(WORKERS_HEADERS, scaling)]
     return "\n".join(lines)
 
 

@@ -22,9 +22,13 @@ UNITS: dict[str, str] = {
     "lag_p50_ms": "ms",
     "lag_p99_ms": "ms",
     "http_get_rps": "requests/s",
+    "http_get_rps_w2": "requests/s",
     "http_get_p99_ms": "ms",
+    "http_get_p99_ms_w2": "ms",
     "http_post_rps": "requests/s",
+    "http_post_rps_w2": "requests/s",
     "http_post_p99_ms": "ms",
+    "http_post_p99_ms_w2": "ms",
     "slow_base_p50_ms": "ms",
     "slow_base_p99_ms": "ms",
     "slow_under_p50_ms": "ms",
@@ -35,7 +39,8 @@ UNITS: dict[str, str] = {
     "slow_held_connections": "connections",
     "slow_closed_after_s": "s",
 }
-"""Every figure the suite can produce, in the order the table shows them."""
+"""Every figure the suite can produce, in the order the table shows them. ``NAME_w2`` is
+figure ``NAME`` measured against ``social serve --workers 2`` (``NAME``: one worker)."""
 
 LOWER_IS_BETTER = frozenset(n for n, unit in UNITS.items() if unit in ("ms", "MB"))
 

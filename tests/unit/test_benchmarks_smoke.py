@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from benchmarks import SYSTEMS
-from benchmarks.orchestrate import Selection
-from benchmarks.report import markdown, rows
+from benchmarks.http_bench import WORKERS, figure_name
+from benchmarks.loadgen import cpu_seconds, machine_busy_seconds
+from benchmarks.orchestrate import GROUPS, Selection
+from benchmarks.report import markdown, rows, workers_rows
 from benchmarks.stats import (
     UNITS,
     Samples,
@@ -100,6 +103,42 @@ def test_results_file_has_the_documented_schema(tmp_path: Path) -> None:
     assert table[("commands_per_s_32", "sqlite")][-2:] == ["3.00x", "0.50x"]
     assert table[("lag_p99_ms", "sqlite")][-2:] == ["0.33x", "2.00x"]
     assert "| commands_per_s_32 | sqlite |" in markdown(loaded)
+
+
+def test_http_figures_of_two_workers_sit_beside_one_workers_with_their_ratio() -> None:
+    assert WORKERS == (1, 2)
+    assert figure_name("http_get_rps", 1) == "http_get_rps"
+    assert figure_name("http_get_rps", 2) == "http_get_rps_w2"
+    one = ("http_get_rps", "http_get_p99_ms", "http_post_rps", "http_post_p99_ms")
+    assert set(GROUPS["http"]) == {n for name in one for n in (name, figure_name(name, 2))}
+    assert Selection("http_post_rps_w2").groups == {"http"}
+
+    samples = Samples()
+    for one_worker, two_workers in ((2000.0, 3000.0), (2200.0, 3300.0)):
+        samples.add("cqrskit", "sqlite", {"http_get_rps": one_worker, "http_get_p99_ms": 50.0})
+        samples.add(
+            "cqrskit", "sqlite", {"http_get_rps_w2": two_workers, "http_get_p99_ms_w2": 100.0}
+        )
+    samples.add("cqrskit", "postgresql", {"http_get_rps": 1000.0})  # no 2-worker figure
+    document = results_document(machine_info(None), samples.figures(), {})
+
+    # The plain ratio of medians, 2 workers over 1, latencies not inverted.
+    assert workers_rows(document) == [
+        ["http_get_rps", "sqlite", "requests/s", "2,100 [2,000-2,200]", "3,150 [3,000-3,300]",
+         "1.50x"],
+        ["http_get_p99_ms", "sqlite", "ms", "50.0 [50.0-50.0]", "100 [100-100]", "2.00x"],
+    ]  # fmt: skip
+    text = markdown(document)
+    assert "| http_get_rps_w2 | sqlite | requests/s | 3,150 [3,000-3,300] |" in text
+    assert "| http_get_rps | sqlite | requests/s | 2,100 [2,000-2,200] | 3,150" in text
+    assert "2 workers / 1 worker" not in markdown(results_document({}, [], {}))
+
+
+def test_load_generator_reads_cpu_time() -> None:
+    assert cpu_seconds([]) == 0.0
+    assert cpu_seconds([os.getpid()]) > 0.0
+    assert cpu_seconds([2**22 + 1]) == 0.0  # no such process: nothing, no error
+    assert machine_busy_seconds() > 0.0
 
 
 def test_only_selects_groups_figures_systems_and_backends() -> None:
