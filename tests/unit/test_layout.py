@@ -241,6 +241,7 @@ EXTRA_API = {
     },
     "cqrskit.cli": {
         "EXIT_CANNOT_LISTEN", "EXIT_DATABASE", "EXIT_ERROR", "EXIT_USAGE", "STATUS_FIELDS",
+        "HeaderTimeout", "Host", "LogLevel", "MaxConnections", "Port", "Workers",
         "AppSpec", "Failure", "ServeOptions", "Served", "Target", "cli", "configure_logging",
         "existing", "exit_status", "main", "protocol_with_header_timeout",
         "rebuild_with_progress", "report", "run", "run_async", "serve", "show_status", "work",

@@ -20,6 +20,7 @@ statuses), :func:`work`, :func:`rebuild_with_progress` and :func:`show_status`.
 
 from ._commands import STATUS_FIELDS, existing, rebuild_with_progress, show_status, work
 from ._main import cli, configure_logging, main
+from ._options import HeaderTimeout, Host, LogLevel, MaxConnections, Port, Workers
 from ._protocol import protocol_with_header_timeout
 from ._run import (
     EXIT_CANNOT_LISTEN,
@@ -44,9 +45,15 @@ __all__ = [
     "STATUS_FIELDS",
     "AppSpec",
     "Failure",
+    "HeaderTimeout",
+    "Host",
+    "LogLevel",
+    "MaxConnections",
+    "Port",
     "ServeOptions",
     "Served",
     "Target",
+    "Workers",
     "cli",
     "configure_logging",
     "existing",

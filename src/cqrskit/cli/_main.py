@@ -12,6 +12,7 @@ import typer
 
 from ..app import App
 from ._commands import existing, rebuild_with_progress, show_status, work
+from ._options import HeaderTimeout, Host, LogLevel, MaxConnections, Port, Workers
 from ._run import EXIT_USAGE, Failure, report, run
 from ._serve import ServeOptions
 from ._target import AppSpec
@@ -90,14 +91,9 @@ def _app(ctx: typer.Context, *, must_exist: bool = False) -> App:
 @cli.command("serve")
 def serve_command(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
-    workers: Annotated[
-        int,
-        typer.Option(
-            help="Processes sharing the port; each projection runs in one of them at a time."
-        ),
-    ] = 1,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    workers: Workers = 1,
     projections: Annotated[
         bool | None,
         typer.Option(
@@ -106,15 +102,9 @@ def serve_command(
             " --no-projections: HTTP only, for `worker`s to run them.",
         ),
     ] = None,
-    header_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds a client has to send a request's headers, else closed."),
-    ] = 10.0,
-    max_connections: Annotated[
-        int,
-        typer.Option(help="Connections and requests at once, per process; beyond, 503."),
-    ] = 1000,
-    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+    header_timeout: HeaderTimeout = 10.0,
+    max_connections: MaxConnections = 1000,
+    log_level: LogLevel = "warning",
 ) -> None:
     """The HTTP API (an ASGI app connected to the App) and the projections."""
     given: _Given = ctx.obj

@@ -26,8 +26,14 @@ from cqrskit.cli import (
     EXIT_DATABASE,
     EXIT_ERROR,
     EXIT_USAGE,
+    HeaderTimeout,
+    Host,
+    LogLevel,
+    MaxConnections,
+    Port,
     Served,
     ServeOptions,
+    Workers,
     rebuild_with_progress,
     report,
     run,
@@ -112,12 +118,12 @@ class SocialTarget:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8000,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
     data_dir: DataDir = None,
     write_url: WriteUrl = None,
     read_url: ReadUrl = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "warning",
+    log_level: LogLevel = "warning",
     projections: Annotated[
         bool,
         typer.Option(
@@ -126,20 +132,9 @@ def serve(
             " time: the others stand by); --no-projections: HTTP only, for `worker`s to run.",
         ),
     ] = True,
-    header_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds a client has to send a request's headers, else closed."),
-    ] = 10.0,
-    max_connections: Annotated[
-        int,
-        typer.Option(help="Connections and requests at once, per process; beyond, 503 at once."),
-    ] = 1000,
-    workers: Annotated[
-        int,
-        typer.Option(
-            help="Processes sharing the port; each projection runs in one of them at a time."
-        ),
-    ] = 1,
+    header_timeout: HeaderTimeout = 10.0,
+    max_connections: MaxConnections = 1000,
+    workers: Workers = 1,
 ) -> None:
     """The HTTP API and the projections (in one process, or --workers processes)."""
     options = ServeOptions(
