@@ -164,22 +164,9 @@ class Supervisor:
         announced = stopping = False
         status = 0
         while True:
-            alive = [w for w in self._workers.values() if w.process.exitcode is None]
-            if stopping and not alive:
-                return status
-            if not announced and all(w.ready for w in self._workers.values()):
-                announce()
-                announced = True
-            waiting: list[Any] = [wake]
-            for w in alive:
-                waiting += [w.process.sentinel, *([] if w.messages.closed else [w.messages])]
-            wait(waiting)
-            with contextlib.suppress(BlockingIOError):
-                wake.recv(4096)
-            if self._signals:
-                self._signals.clear()
-                stopping = True
-                self._forward(signal.SIGTERM)
+            # Deaths first, then the wait: asking a process for its exit code reaps it, so
+            # a death seen anywhere must be handled before waiting, or its sentinel is no
+            # longer waited on and nothing would wake us for it.
             for w in list(self._workers.values()):
                 self._read_messages(w)
                 if w.process.exitcode is None:
@@ -195,6 +182,21 @@ class Supervisor:
                     return self._failed_to_start(w)
                 if not self._replace(w):
                     return EXIT_ERROR
+            if stopping and not self._workers:
+                return status
+            if not announced and all(w.ready for w in self._workers.values()):
+                announce()
+                announced = True
+            waiting: list[Any] = [wake]
+            for w in self._workers.values():
+                waiting += [w.process.sentinel, *([] if w.messages.closed else [w.messages])]
+            wait(waiting)
+            with contextlib.suppress(BlockingIOError):
+                wake.recv(4096)
+            if self._signals:
+                self._signals.clear()
+                stopping = True
+                self._forward(signal.SIGTERM)
 
     def _read_messages(self, w: _Worker) -> None:
         while not w.messages.closed:
