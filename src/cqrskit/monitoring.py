@@ -116,6 +116,7 @@ async def status_of(
     events_per_second: float | None = None,
 ) -> ProjectionStatus:
     """One projection's figures from its checkpoint row, overridable by a live runner."""
+    live_state = state
     if position is None:
         position = 0 if row is None else row.position
     if state is None:
@@ -137,7 +138,14 @@ async def status_of(
     if events_per_second is None:
         events_per_second = 0.0 if row is None else row.events_per_second
     error = None if row is None else row.error
-    if row is not None and (reason := await divergence(store, row.position, row.event_id)):
+    # A live runner checked its checkpoint against the log when it took the projection;
+    # a reader of the table alone (status, an API-only process) checks it here: one read
+    # of the log per projection, and none on the runner's status (scraped for metrics).
+    if (
+        live_state is None
+        and row is not None
+        and (reason := await divergence(store, row.position, row.event_id))
+    ):
         # Not reset yet (that happens when a runner takes the projection): say why.
         state, error = "error", f"projection {name!r} does not follow this log: {reason}"
     lag = await store.lag_events(position, head)

@@ -91,9 +91,9 @@ def _app(ctx: typer.Context, *, must_exist: bool = False) -> App:
 @cli.command("serve")
 def serve_command(
     ctx: typer.Context,
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
-    workers: Workers = 1,
+    host: Host = ServeOptions.host,
+    port: Port = ServeOptions.port,
+    workers: Workers = ServeOptions.workers,
     projections: Annotated[
         bool | None,
         typer.Option(
@@ -102,9 +102,9 @@ def serve_command(
             " --no-projections: HTTP only, for `worker`s to run them.",
         ),
     ] = None,
-    header_timeout: HeaderTimeout = 10.0,
-    max_connections: MaxConnections = 1000,
-    log_level: LogLevel = "warning",
+    header_timeout: HeaderTimeout = ServeOptions.header_timeout,
+    max_connections: MaxConnections = ServeOptions.max_connections,
+    log_level: LogLevel = ServeOptions.log_level,
 ) -> None:
     """The HTTP API (an ASGI app connected to the App) and the projections."""
     given: _Given = ctx.obj

@@ -118,12 +118,12 @@ class SocialTarget:
 
 @app.command()
 def serve(
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
+    host: Host = ServeOptions.host,
+    port: Port = ServeOptions.port,
     data_dir: DataDir = None,
     write_url: WriteUrl = None,
     read_url: ReadUrl = None,
-    log_level: LogLevel = "warning",
+    log_level: LogLevel = ServeOptions.log_level,
     projections: Annotated[
         bool,
         typer.Option(
@@ -132,9 +132,9 @@ def serve(
             " time: the others stand by); --no-projections: HTTP only, for `worker`s to run.",
         ),
     ] = True,
-    header_timeout: HeaderTimeout = 10.0,
-    max_connections: MaxConnections = 1000,
-    workers: Workers = 1,
+    header_timeout: HeaderTimeout = ServeOptions.header_timeout,
+    max_connections: MaxConnections = ServeOptions.max_connections,
+    workers: Workers = ServeOptions.workers,
 ) -> None:
     """The HTTP API and the projections (in one process, or --workers processes)."""
     options = ServeOptions(

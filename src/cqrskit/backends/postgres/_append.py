@@ -18,7 +18,8 @@ import psycopg
 from ...errors import ConcurrencyError, IntegrityError, UniqueViolation
 from ...eventstore import ANY, NO_STREAM, AppendResult, ExpectedVersion, InlineHandler
 from ...messages import Event, RecordedEvent, new_id
-from .connection import PgPool, PgTx
+from ._pool import PgPool
+from .connection import PgTx
 
 __all__ = ["APPEND", "Appender", "append_params"]
 

@@ -15,7 +15,8 @@ from ...errors import ConfigurationError
 from ...projection import Projection
 from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
 from ...sql import SqlTx
-from .connection import DEFAULT_POOL_TIMEOUT, PgPool, PgTx, write_transaction
+from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
+from .connection import PgTx, write_transaction
 
 __all__ = ["SCHEMA_LOCK", "PgRebuildTarget", "PostgresDatabase"]
 

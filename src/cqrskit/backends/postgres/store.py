@@ -94,7 +94,8 @@ from ...projection import Projection
 from ...sql import SqlTx
 from ._append import Appender
 from ._notify import Listener, Notifier
-from .connection import DEFAULT_POOL_TIMEOUT, PgPool, PgTx
+from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
+from .connection import PgTx
 from .migrate import LOCK_KEY, apply_on
 
 __all__ = ["PostgresEventStore"]
