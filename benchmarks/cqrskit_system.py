@@ -13,6 +13,7 @@ memory, as eventsourcing's imports do not.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from cqrskit import (
     RecordedEvent,
     Repository,
     SqlTx,
+    create_read_models,
     handles,
     rebuild,
 )
@@ -226,6 +228,14 @@ class UsersProjection(Projection):
         )
 
 
+class ParkingUsersProjection(UsersProjection):
+    """The same read model with ``on_failure = "park"``: what parking costs when nothing
+    fails (``catchup_park_ratio``)."""
+
+    name = "bench_users_park"
+    on_failure = "park"
+
+
 # -- the benchmark driver ----------------------------------------------------------------------
 
 
@@ -327,6 +337,49 @@ class CqrskitSystem:
                 await db.close()
 
         return float(self._run(measure))
+
+    def catchup_policies(self, n_events: int, cap: float) -> dict[str, float]:
+        """Catch-up with ``on_failure = "stop"`` and ``"park"``, nothing failing,
+        alternated (stop, park, park, stop) on one store and one read database emptied
+        between runs: the cost of parking as a ratio."""
+
+        def empty(tx: SqlTx) -> None:  # what the runs before left (the catchup job's too)
+            tx.execute("DROP TABLE IF EXISTS bench_users")
+            tx.execute("DROP TABLE IF EXISTS cqrskit_parked_bench_users_park")
+            tx.execute("DELETE FROM cqrskit_projections")
+
+        async def once(store: EventStore, db: ReadDatabase, projection: Projection) -> float:
+            await db.write(empty)
+            runner = ProjectionRunner(store, db, [projection], batch_size=1000)
+            start = time.perf_counter()
+            await runner.start()
+            try:
+                reached = await runner.wait_for(projection.name, n_events, timeout=cap)
+            except ConsistencyTimeout:
+                reached = runner.position(projection.name)
+            elapsed = time.perf_counter() - start
+            await runner.stop()
+            return min(reached, n_events) / elapsed
+
+        async def measure(store: EventStore) -> dict[str, float]:
+            db = open_read_db(self.target)
+            rates: dict[str, list[float]] = {"stop": [], "park": []}
+            try:
+                await create_read_models(db, ())  # the checkpoint table, for empty()
+                for policy in ("stop", "park", "park", "stop"):
+                    projection = UsersProjection() if policy == "stop" else ParkingUsersProjection()
+                    rates[policy].append(await once(store, db, projection))
+            finally:
+                await db.close()
+            stop, park = statistics.mean(rates["stop"]), statistics.mean(rates["park"])
+            return {
+                "catchup_stop_events_per_s": stop,
+                "catchup_park_events_per_s": park,
+                "catchup_park_ratio": park / stop,
+            }
+
+        result: dict[str, float] = self._run(measure)
+        return result
 
     def rebuild(self, n_events: int, cap: float) -> float:
         async def measure(store: EventStore) -> float:

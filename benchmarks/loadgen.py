@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,6 +105,12 @@ def build_request(method: str, host: str, path: str, body: bytes, token: str | N
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
+def keyed_post(hostport: str, body: bytes, token: str) -> bytes:
+    raw = build_request("POST", hostport, "/posts", body, token)
+    head, rest = raw.split(b"\r\n", 1)
+    return head + f"\r\nIdempotency-Key: {uuid.uuid4().hex}".encode() + b"\r\n" + rest
+
+
 async def setup_users(base: str, n: int) -> list[tuple[str, str]]:
     """(user id, token) for ``n`` new users."""
     run = uuid.uuid4().hex[:8]
@@ -126,10 +133,15 @@ async def setup_users(base: str, n: int) -> list[tuple[str, str]]:
 
 
 async def phase(
-    host: str, port: int, requests: Sequence[bytes], seconds: float, server: Sequence[int] = ()
+    host: str,
+    port: int,
+    requests: Sequence[bytes | Callable[[], bytes]],
+    seconds: float,
+    server: Sequence[int] = (),
 ) -> dict[str, float]:
-    """Each connection repeats its request for ``seconds``; rps, p99 latency and the CPU
-    over the phase, in cores, of this process and of the ``server`` processes."""
+    """Each connection repeats its request for ``seconds`` (or, given a function, sends
+    what it makes each time: a new idempotency key per request); rps, p99 latency and the
+    CPU over the phase, in cores, of this process and of the ``server`` processes."""
     conns = [await Connection.open(host, port) for _ in requests]
     latencies: list[list[float]] = [[] for _ in requests]
     failures = [0]
@@ -142,7 +154,7 @@ async def phase(
         clock = time.perf_counter
         while clock() < deadline:
             start = clock()
-            status = await conn.request(raw)
+            status = await conn.request(raw if isinstance(raw, bytes) else raw())
             lat.append(clock() - start)
             if status >= 300:
                 failures[0] += 1
@@ -184,11 +196,19 @@ async def main_async(
     posts = [build_request("POST", hostport, "/posts", body, token) for _, token in users]
     get = await phase(host, port, gets, seconds, server)
     post = await phase(host, port, posts, seconds, server)
+    # POST /posts with an Idempotency-Key (a new one per request) against without, in two
+    # adjacent half phases: what the key costs (its lookup, the held append, its row).
+    keyed = [functools.partial(keyed_post, hostport, body, token) for _, token in users]
+    with_key = await phase(host, port, keyed, seconds / 2, server)
+    without = await phase(host, port, posts, seconds / 2, server)
     figures = {
         "http_get_rps": get["rps"],
         "http_get_p99_ms": get["p99_ms"],
         "http_post_rps": post["rps"],
         "http_post_p99_ms": post["p99_ms"],
+        "http_post_keyed_rps": with_key["rps"],
+        "http_post_keyed_p99_ms": with_key["p99_ms"],
+        "http_post_keyed_ratio": with_key["rps"] / without["rps"],
     }
     cores = {
         name: {

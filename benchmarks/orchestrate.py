@@ -30,10 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 GROUPS: dict[str, tuple[str, ...]] = {
     "commands": ("commands_per_s_1", "commands_per_s_32"),
     "lag": ("lag_p50_ms", "lag_p99_ms"),
-    "catchup": ("catchup_events_per_s",),
+    "catchup": (
+        "catchup_events_per_s",
+        "catchup_stop_events_per_s",
+        "catchup_park_events_per_s",
+        "catchup_park_ratio",
+    ),
     "rebuild": ("rebuild_events_per_s", "rebuild_peak_mb"),
     "http": tuple(n for n in UNITS if n.startswith("http_")),
     "slow": tuple(n for n in UNITS if n.startswith("slow_")),
+    "relay": tuple(n for n in UNITS if n.startswith("relay_")),
 }
 
 console = Console(stderr=True)
@@ -50,7 +56,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         help="comma-separated names to run: figure groups (commands, lag, catchup, rebuild,"
-        " http, slow), figure names, systems (cqrskit, eventsourcing, raw) or backends"
+        " http, slow, relay), figure names, systems (cqrskit, eventsourcing, raw) or backends"
         " (sqlite, postgresql)",
     )
     parser.add_argument("--repetitions", type=int, help="override the number of repetitions")
@@ -328,6 +334,10 @@ def execute(
                     )
     if "slow" in selection.groups and "cqrskit" in selection.systems and "sqlite" in backends:
         slow_clients(state, quick, rounds)
+    if "relay" in selection.groups and "cqrskit" in selection.systems and "sqlite" in backends:
+        from .relay_bench import run_rounds  # the relay against raw nats-py (NATS at 4222)
+
+        run_rounds(state, quick, rounds, console.print)
 
 
 def slow_clients(state: Run, quick: bool, rounds: int | None) -> None:

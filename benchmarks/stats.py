@@ -17,6 +17,9 @@ UNITS: dict[str, str] = {
     "commands_per_s_1": "commands/s",
     "commands_per_s_32": "commands/s",
     "catchup_events_per_s": "events/s",
+    "catchup_stop_events_per_s": "events/s",
+    "catchup_park_events_per_s": "events/s",
+    "catchup_park_ratio": "x",
     "rebuild_events_per_s": "events/s",
     "rebuild_peak_mb": "MB",
     "lag_p50_ms": "ms",
@@ -29,6 +32,12 @@ UNITS: dict[str, str] = {
     "http_post_rps_w2": "requests/s",
     "http_post_p99_ms": "ms",
     "http_post_p99_ms_w2": "ms",
+    "http_post_keyed_rps": "requests/s",
+    "http_post_keyed_p99_ms": "ms",
+    "http_post_keyed_ratio": "x",
+    "http_post_keyed_rps_w2": "requests/s",
+    "http_post_keyed_p99_ms_w2": "ms",
+    "http_post_keyed_ratio_w2": "x",
     "slow_base_p50_ms": "ms",
     "slow_base_p99_ms": "ms",
     "slow_under_p50_ms": "ms",
@@ -38,6 +47,10 @@ UNITS: dict[str, str] = {
     "slow_closed_connections": "connections",
     "slow_held_connections": "connections",
     "slow_closed_after_s": "s",
+    "relay_events_per_s": "events/s",
+    "relay_ratio": "x",
+    "relay_lag_p50_ms": "ms",
+    "relay_lag_p99_ms": "ms",
 }
 """Every figure the suite can produce, in the order the table shows them. ``NAME_w2`` is
 figure ``NAME`` measured against ``social serve --workers 2`` (``NAME``: one worker)."""

@@ -69,11 +69,15 @@ def run_job(system_name: str, job: dict[str, Any], sizes: dict[str, Any]) -> dic
                 "lag_p99_ms": percentile(lags, 99) * 1000,
             }
         if kind == "catchup":
-            return {
+            figures = {
                 "catchup_events_per_s": system.catchup(
                     sizes["catchup_events"], sizes["replay_time_cap"]
                 )
             }
+            policies = getattr(system, "catchup_policies", None)  # cqrskit's parking cost
+            if policies is not None:
+                figures.update(policies(sizes["catchup_events"], sizes["replay_time_cap"]))
+            return figures
         if kind == "rebuild":
             gc.collect()
             with PeakSampler() as sampler:

@@ -7,6 +7,8 @@ checkpoint kept in the same transaction as their changes.
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
+from ._parking import ParkedEvent
+from .actions import Action
 from .aggregate import Aggregate
 from .app import App, command, query
 from .backoff import RetryPolicy, backoff_delays
@@ -21,7 +23,7 @@ from .bus import (
     retry_on_conflict_middleware,
     timing_middleware,
 )
-from .checkpoints import read_position
+from .checkpoints import ProjectionFailure, read_position
 from .codec import Codec, Upcaster
 from .connect import Options
 from .consistency import retry_read, wait_for_position
@@ -34,7 +36,10 @@ from .errors import (
     DamagedDatabase,
     EventDecodeError,
     HandlerNotFound,
+    IdempotencyKeyReused,
     IntegrityError,
+    InvalidAction,
+    InvalidIdempotencyKey,
     OperationalError,
     PersistenceError,
     PositionBeyondLog,
@@ -47,6 +52,7 @@ from .errors import (
     StreamNotFound,
     UniqueViolation,
     UnknownEventType,
+    UnknownProjection,
     UpcastError,
 )
 from .eventstore import (
@@ -57,11 +63,15 @@ from .eventstore import (
     ExpectedVersion,
     InlineHandler,
     Snapshot,
+    StreamAppend,
     StreamState,
 )
+from .idempotency import IdempotencyKey
 from .lease import Lease
 from .messages import Command, Event, Metadata, Query, RecordedEvent, new_id
+from .monitoring import STATES as PROJECTION_STATES
 from .monitoring import ProjectionStatus, projection_status
+from .operations import Operations
 from .projection import Projection, handles
 from .readside import ReadDatabase, RebuildTarget, create_read_models
 from .rebuild import RebuildProgress, RebuildResult, rebuild
@@ -73,6 +83,8 @@ from .subscription import subscribe
 __all__ = [
     "ANY",
     "NO_STREAM",
+    "PROJECTION_STATES",
+    "Action",
     "Aggregate",
     "App",
     "AppendResult",
@@ -92,17 +104,24 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "HandlerNotFound",
+    "IdempotencyKey",
+    "IdempotencyKeyReused",
     "InlineHandler",
     "IntegrityError",
+    "InvalidAction",
+    "InvalidIdempotencyKey",
     "Lease",
     "Metadata",
     "Middleware",
     "OperationalError",
+    "Operations",
     "Options",
+    "ParkedEvent",
     "PersistenceError",
     "PositionBeyondLog",
     "Projection",
     "ProjectionError",
+    "ProjectionFailure",
     "ProjectionRunner",
     "ProjectionStatus",
     "Query",
@@ -123,10 +142,12 @@ __all__ = [
     "StaleVersion",
     "StorageFull",
     "StoreClosed",
+    "StreamAppend",
     "StreamNotFound",
     "StreamState",
     "UniqueViolation",
     "UnknownEventType",
+    "UnknownProjection",
     "UpcastError",
     "Upcaster",
     "backoff_delays",

@@ -5,20 +5,29 @@ stored checkpoint is row-locked and compared with the one the batch was read fro
 the handlers run and the checkpoint moves, all in ONE write transaction of the read
 database. A batch read by a runner whose checkpoint another runner (or a rebuild's swap,
 in any process) moved meanwhile is discarded, never applied twice.
+
+A projection that parks (``on_failure = "park"``, see :mod:`cqrskit._parking`) parks the
+events of held streams in that same transaction, and parks an event that keeps failing in
+a transaction of its own that also moves the checkpoint past it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from ._applier import Applier, HandlerFailed
 from ._lineage import divergence
+from ._parking import Parking, error_of, trace
 from .backoff import RetryPolicy, backoff_delays
 from .checkpoints import (
+    CHECKPOINT_TABLE,
+    ProjectionFailure,
+    add_parked,
     lock_position,
     read_mark,
     record_error,
@@ -28,11 +37,10 @@ from .checkpoints import (
 )
 from .errors import DamagedDatabase, ProjectionError, StoreClosed
 from .eventstore import EventStore
-from .lease import Lease
 from .messages import RecordedEvent
 from .monitoring import RateMeter
 from .projection import Projection
-from .readside import ReadDatabase
+from .readside import ReadDatabase, create_schema, owned_tables
 from .sql import SqlTx
 
 __all__ = ["ACTIVE", "PIPELINE_MIN_EVENTS", "Outcome", "Worker"]
@@ -78,6 +86,14 @@ class Worker:
         self.checkpoint = 0
         self.state = "stopped"
         self.error: ProjectionError | None = None
+        self.failure: ProjectionFailure | None = None
+        """The cause of the error state, as recorded."""
+        self.parking = Parking(self.name) if projection.on_failure == "park" else None
+        self.paused: dict[str, Any] | None = None
+        """Who paused the projection, when and why (None: not paused)."""
+        self.wake = asyncio.Event()
+        """Set to have the projection look at its pending actions now (same process)."""
+        self.actions_checked = float("-inf")
         self.meter = RateMeter()
         self.committed = asyncio.Event()
         """Set (and replaced) after each commit: wakes in-process ``wait_for`` calls."""
@@ -102,6 +118,7 @@ class Worker:
         """Apply ``events`` with retries; split a batch that keeps failing so that every
         event before the failing one commits, then stop in "error" at that event."""
         failure: HandlerFailed | None = None
+        tries = 0
         delays = self._retry.delays()
         loop = asyncio.get_running_loop()
         signal = None if go is None else functools.partial(loop.call_soon_threadsafe, go.set)
@@ -116,6 +133,7 @@ class Worker:
                 pipelined=pipelined,
                 go=signal,
             )
+            tries += 1
             try:
                 moved = await self._db.write(commit, pipeline=pipelined)
             except StoreClosed:
@@ -125,9 +143,8 @@ class Worker:
             except DamagedDatabase as exc:
                 # Retrying cannot help; the message names the file. Set aside at the next
                 # start (create_read_models), the read side is then rebuilt from the log.
-                record = events[0]
                 cause = f"{exc}: restart to set it aside and rebuild the read side"
-                await self.fail(ProjectionError(self.name, record.position, record.type, cause))
+                await self.fail(error_of(self.name, events[0], cause, tries))
                 return "failed"
             except Exception:
                 # The database failed, not a handler: no event is to blame, so no error
@@ -155,11 +172,53 @@ class Worker:
             )
             await asyncio.sleep(delay)
         if len(events) == 1:
-            record = events[0]
-            cause = repr(failure.cause)
-            await self.fail(ProjectionError(self.name, record.position, record.type, cause))
+            error = error_of(self.name, events[0], repr(failure.cause), tries)
+            if self.parking is not None:
+                return await self._park(events[0], error, state)
+            await self.fail(error)
             return "failed"
         return await self._bisect(events, failure.record, state, go)
+
+    async def _park(self, record: RecordedEvent, error: ProjectionError, state: str) -> Outcome:
+        """Park ``record`` (its handler kept failing) and move the checkpoint past it, in
+        one transaction; its stream is held from then on."""
+        parking = self.parking
+        assert parking is not None
+        now, rate = self._clock(), self.meter.rate()
+
+        def park(tx: SqlTx) -> int | None:
+            stored = lock_position(tx, self.name)  # the same compare-and-set as a batch's
+            if stored != self.checkpoint:
+                return stored
+            parking.park_failed(tx, record, error.cause, error.attempts, now)
+            add_parked(tx, self.name, 1)
+            write_position(tx, self.name, record.position, state, now, rate, record.event_id)
+            return None
+
+        try:
+            moved = await self._db.write(park)
+        except StoreClosed:
+            raise
+        except Exception:
+            pause = next(self.pause)
+            log.warning("projection %s: could not park, retrying in %.3fs", self.name, pause)
+            await self._sleep(pause)
+            return "retry"
+        if moved is None:
+            parking.held[record.stream_id] = record.position
+            log.warning(
+                "projection %r: parked the event at position %d (%s, %s) after %d tries:"
+                " %s; stream %s held%s",
+                self.name,
+                record.position,
+                record.type,
+                record.event_id,
+                error.attempts,
+                error.cause,
+                record.stream_id,
+                trace(record),
+            )
+        return self._committed([record], moved)
 
     async def _bisect(
         self,
@@ -214,7 +273,17 @@ class Worker:
         stored = lock_position(tx, self.name)  # row-locked: see checkpoints.lock_position
         if stored != self.checkpoint:
             return stored
-        self.applier.apply(tx, events, pipelined=pipelined)
+        parking = self.parking
+        if parking is not None and parking.held:
+            # Events of held streams wait behind their stream's parked event, in order;
+            # parked here, they are processed as far as the checkpoint goes.
+            ready, held = Parking.split(events, parking.held)
+            self.applier.apply(tx, ready, pipelined=pipelined)
+            if held:
+                parking.park_held(tx, held, now)
+                add_parked(tx, self.name, len(held))
+        else:
+            self.applier.apply(tx, events, pipelined=pipelined)
         # Skipped events move the checkpoint too: they are processed (by doing nothing).
         last = events[-1]
         write_position(tx, self.name, last.position, state, now, rate, last.event_id)
@@ -235,10 +304,20 @@ class Worker:
     async def fail(self, error: ProjectionError) -> None:
         self.state = "error"
         self.error = error
-        log.error("%s", error)
         now = self._clock()
+        failure = ProjectionFailure(
+            position=error.position,
+            event_id=error.event_id,
+            event_type=error.event_type,
+            stream_id=error.stream_id,
+            message=error.cause,
+            attempts=error.attempts,
+            since=now,
+        )
+        self.failure = failure
+        log.error("%s", error)
         try:
-            await self._db.write(lambda tx: record_error(tx, self.name, str(error), now))
+            await self._db.write(lambda tx: record_error(tx, self.name, failure, now))
         except Exception:
             log.warning("projection %s: could not record its error", self.name, exc_info=True)
 
@@ -254,10 +333,29 @@ class Worker:
 
     # -- where to start -------------------------------------------------------------------------
 
+    async def load_controls(self) -> None:
+        """Read what operators and earlier runs left: paused or not, the held streams."""
+        parking = self.parking
+
+        def read(tx: SqlTx) -> tuple[str | None, dict[str, int]]:
+            row = tx.fetchone(f"SELECT paused FROM {CHECKPOINT_TABLE} WHERE name = ?", (self.name,))
+            held = {} if parking is None else parking.load(tx)
+            return (None if row is None else row[0]), held
+
+        paused, held = await self._db.read(read)
+        self.paused = None if paused is None else json.loads(paused)
+        if parking is not None:
+            parking.held = held
+
     async def start_from_checkpoint(self, attempts: int = 3) -> None:
         """Take the stored checkpoint, after checking that it is in this log (see
         :mod:`cqrskit._lineage`); if not, empty the read model and start from 0 (or, for
-        a projection without tables, stop in "error" with the cause)."""
+        a projection without tables, stop in "error" with the cause). Then load the
+        operators' controls (:meth:`load_controls`)."""
+        await self._start_from_checkpoint(attempts)
+        await self.load_controls()
+
+    async def _start_from_checkpoint(self, attempts: int) -> None:
         for _ in range(attempts):
             position, event_id = await self._db.read(lambda tx: read_mark(tx, self.name))
             reason = await divergence(self._store, position, event_id)
@@ -285,49 +383,8 @@ class Worker:
         was read (then it is checked again)."""
         if lock_position(tx, self.name) != seen:
             return False
-        for table in self.projection.tables:
+        for table in owned_tables(self.projection):
             tx.execute(f"DROP TABLE IF EXISTS {table}")
-        self.projection.create_schema(tx)
+        create_schema(self.projection, tx)
         reset_position(tx, self.name, self._clock())
         return True
-
-    # -- failover -------------------------------------------------------------------------------
-
-    async def release_lease(self, lease: Lease) -> None:
-        if not self.leased:
-            return
-        self.leased = False
-        try:
-            await lease.release(self.name)
-        except Exception:
-            log.warning("could not release the lease of %s", self.name, exc_info=True)
-
-    async def hold_lease(self, lease: Lease, interval: float) -> bool:
-        """True while this runner may apply batches; False in standby (state says so)."""
-        loop = asyncio.get_running_loop()
-        try:
-            if self.leased:
-                if loop.time() - self.lease_renewed < interval:
-                    return True
-                if await lease.renew(self.name):
-                    self.lease_renewed = loop.time()
-                    return True
-                log.warning("projection %s: lease lost, standing by", self.name)
-                self.leased = False
-            elif await lease.acquire(self.name):
-                self.leased = True
-                self.lease_renewed = loop.time()
-                # The previous holder moved the checkpoint: start from where it left off.
-                await self.start_from_checkpoint()
-                if self.state == "error":
-                    return False
-                self.state = "running"
-                await self.record_state()
-                return True
-        except StoreClosed:
-            raise
-        except Exception:
-            log.warning("projection %s: lease failure", self.name, exc_info=True)
-            self.leased = False
-        self.state = "standby"
-        return False

@@ -32,6 +32,9 @@ Opening (``async with app`` or :meth:`App.open`) opens the backend of the URL (s
 (an API process beside worker processes), starts the runner with the backend's lease: on
 SQLite and PostgreSQL any number of processes may run the app, each projection in one
 process at a time.
+
+Why this module is long: it is the one object an application declares and uses; each of
+its methods is a few lines that hand the work to the module that does it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar, cast
 
 from ._marks import CommandMark, QueryMark, command, query
+from ._once import dispatch_once, purge_forever, purge_keys
 from .aggregate import Aggregate
 from .bus import (
     CommandBus,
@@ -58,9 +62,12 @@ from .codec import Codec, Upcaster
 from .connect import Backend, Options, open_url
 from .context import current_context
 from .errors import ConfigurationError, ConsistencyTimeout, PersistenceError
-from .eventstore import ANY, AppendResult, EventStore, ExpectedVersion
+from .eventstore import ANY, AppendResult, EventStore, ExpectedVersion, StreamAppend
+from .idempotency import DEFAULT_KEY_TTL, IdempotencyKey
+from .lease import Lease
 from .messages import Command, Event, Query
 from .monitoring import ProjectionStatus, projection_status
+from .operations import Operations
 from .projection import Projection
 from .readside import ReadDatabase, create_read_models
 from .rebuild import RebuildProgress, RebuildResult, rebuild
@@ -108,9 +115,11 @@ class App:
         lease_interval: float = 1.0,
         min_position_timeout: float = 5.0,
         options: Options | None = None,
+        idempotency_ttl: float = DEFAULT_KEY_TTL,
     ) -> None:
         """Nothing is opened here. ``middleware`` wraps every command and query, inside
-        the logging and outside the retry on conflicts."""
+        the logging and outside the retry on conflicts. ``idempotency_ttl``: seconds an
+        idempotency key is kept (see :meth:`dispatch`)."""
         self.url = url
         self.read_url = read_url
         self.run_projections = run_projections
@@ -118,6 +127,7 @@ class App:
         self.lease_interval = lease_interval
         self.min_position_timeout = min_position_timeout
         self.options = options or Options()
+        self.idempotency_ttl = idempotency_ttl
         self.commands = CommandBus()
         self.commands.use(logging_middleware(), *middleware, retry_on_conflict_middleware())
         self.queries = QueryBus()
@@ -126,7 +136,9 @@ class App:
         self._register()
         self._backend: Backend | None = None
         self._runner: ProjectionRunner | None = None
+        self._operations: Operations | None = None
         self._running = False
+        self._purger: asyncio.Task[None] | None = None
 
     def configure(self, *, url: str | None = None, read_url: str | None = None) -> None:
         """Point the app at other databases (a command line's ``--url``), before opening."""
@@ -187,8 +199,18 @@ class App:
         *,
         correlation_id: str | None = None,
         extra: dict[str, str] | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> CommandResult[T]:
-        """Run a command; ``result.position`` is its read-your-writes token."""
+        """Run a command; ``result.position`` is its read-your-writes token.
+
+        With ``idempotency``, once per key and caller (:mod:`cqrskit.idempotency`): the
+        command's events, the key and the answer are stored in one transaction, and a
+        repeat is answered from there (``result.replayed``) without running."""
+        if idempotency is not None:
+            return await dispatch_once(
+                self.commands, self.store, message, idempotency, ttl=self.idempotency_ttl,
+                correlation_id=correlation_id, extra=extra,
+            )  # fmt: skip
         return await self.commands.dispatch(message, correlation_id=correlation_id, extra=extra)
 
     async def ask(self, message: Query[T], *, min_position: int | None = None) -> QueryResult[T]:
@@ -213,6 +235,12 @@ class App:
         return self._opened().db
 
     @property
+    def lease(self) -> Lease | None:
+        """The backend's lease (one holder per name across processes), as the runner and
+        the relay use it; None on a backend without one."""
+        return self._opened().lease
+
+    @property
     def directory(self) -> Path | None:
         """Where the backend keeps its files (SQLite), else None."""
         return self._opened().directory
@@ -223,6 +251,21 @@ class App:
             raise self._not_open()
         return self._runner
 
+    @property
+    def operations(self) -> Operations:
+        """Operator actions on the read models, from any process (:mod:`cqrskit.operations`):
+        pause, resume, retry or skip parked events, restart, rewind; parked events and
+        the actions' history."""
+        if self._operations is None:
+            runner = self._runner if self._running else None
+            self._operations = Operations(
+                self.store,
+                self.db,
+                self.projections,
+                nudge=None if runner is None else runner.nudge,
+            )
+        return self._operations
+
     def repository(self, aggregate: type[A], snapshot_every: int | None = None) -> Repository[A]:
         return Repository.for_type(self.store, aggregate, snapshot_every)
 
@@ -231,8 +274,12 @@ class App:
     ) -> AppendResult:
         """Append to a stream without an aggregate, from a command handler: as a
         repository's save does, the events carry the command's metadata (correlation id)
-        and the command's position (its read-your-writes token) moves to theirs."""
+        and the command's position (its read-your-writes token) moves to theirs. In a
+        command run once per idempotency key, held like a repository's save."""
         ctx = current_context()
+        if ctx is not None and ctx.held is not None:
+            ctx.held.append(StreamAppend(stream_id, list(events), expected_version))
+            return AppendResult(0, 0)
         result = await self.store.append(
             stream_id, events, expected_version, ctx.metadata() if ctx is not None else None
         )
@@ -281,6 +328,7 @@ class App:
                 lease_interval=self.lease_interval,
             )
             await self.opened()
+            self._purger = asyncio.create_task(purge_forever(self.store), name="cqrskit purge")
             if run:
                 await self._runner.start()  # creates the read models first
                 self._running = True
@@ -301,15 +349,21 @@ class App:
         open (its reads then wait on whatever other processes project)."""
         if self._running and self._runner is not None:
             self._running = False
+            self._operations = None
             await self._runner.stop()
 
     async def close(self) -> None:
         """Let each projection finish its batch, release the leases, close the databases."""
         backend, self._backend = self._backend, None
+        purger, self._purger = self._purger, None
+        if purger is not None:
+            purger.cancel()
+            await asyncio.gather(purger, return_exceptions=True)
         try:
             await self.stop_projections()
         finally:
             self._runner = None
+            self._operations = None
             if backend is not None:
                 try:
                     if backend.lease is not None:
@@ -343,6 +397,10 @@ class App:
                 await self.runner.wait_for(name, position, remaining)
             except PersistenceError as exc:  # the read database is unavailable: not caught up
                 raise ConsistencyTimeout(name, position, 0, remaining) from exc
+
+    async def purge_idempotency_keys(self) -> int:
+        """Delete expired idempotency keys now (an open app also does every 5 minutes)."""
+        return await purge_keys(self.store)
 
     async def status(self) -> list[ProjectionStatus]:
         """Position, head, lag and state of each read model (from any process)."""

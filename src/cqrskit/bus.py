@@ -24,12 +24,15 @@ Typing: a command declares what its handler returns, ``class RegisterUser(Comman
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from ._telemetry import span
+from ._tracing import current_request_id
 from .backoff import backoff_delays
 from .context import CommandContext, _reset, _set
 from .errors import ConcurrencyError, ConfigurationError, HandlerNotFound, StaleVersion
@@ -62,6 +65,8 @@ class CommandResult(Generic[T]):
     value: T
     position: int
     """Global position the command reached: pass it as ``X-Min-Position`` to read your write."""
+    replayed: bool = False
+    """True when answered from an idempotency key's stored answer, without running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +134,27 @@ class _Bus:
     def registered(self) -> Sequence[type]:
         return tuple(self._handlers)
 
-    async def _run(self, message: Any) -> Any:
+    async def _run(self, message: Any, ctx: CommandContext | None = None) -> Any:
         registration = self._handlers.get(type(message))
         if registration is None:
             raise HandlerNotFound(self.kind, type(message))
         dispatch = Dispatch(self.kind, message, registration)
         chain: Next = lambda: registration.handler(message)  # noqa: E731
+        if ctx is not None and ctx.commit is not None:
+            # Held appends are committed inside the middleware: a conflict there is retried
+            # (retry_on_conflict) with the handler, which then holds its appends afresh.
+            chain = functools.partial(_handle_then_commit, registration, message, ctx)
         for mw in reversed(self._middleware):
             chain = _bind(mw, dispatch, chain)
         return await chain()
+
+
+async def _handle_then_commit(registration: Registration, message: Any, ctx: CommandContext) -> Any:
+    assert ctx.commit is not None
+    ctx.held = []
+    value = await registration.handler(message)
+    await ctx.commit(value)
+    return value
 
 
 def _bind(mw: Middleware, dispatch: Dispatch, nxt: Next) -> Next:
@@ -171,13 +188,20 @@ class CommandBus(_Bus):
         *,
         correlation_id: str | None = None,
         extra: dict[str, str] | None = None,
+        context: CommandContext | None = None,
     ) -> CommandResult[T]:
         """Run ``command``'s handler: its return value and the position the command reached
-        (see :class:`CommandResult`)."""
-        ctx = CommandContext(correlation_id=correlation_id, extra=dict(extra or {}))
+        (see :class:`CommandResult`). ``correlation_id`` defaults to the id of the HTTP
+        request being served (cqrskit.fastapi), if any, else the command's own id.
+        ``context``: one prepared by the caller (an idempotent command's, which holds its
+        appends), used instead of a new one."""
+        ctx = context or CommandContext(correlation_id=correlation_id, extra=dict(extra or {}))
+        if ctx.correlation_id is None:
+            ctx.correlation_id = current_request_id()
         token = _set(ctx)
         try:
-            value = await self._run(command)
+            with span("cqrskit.dispatch", command=type(command).__qualname__):
+                value = await self._run(command, ctx)
         finally:
             _reset(token)
         return CommandResult(value, ctx.position)

@@ -11,20 +11,29 @@ projection last reported: running, catching_up, stopped, error), ``error`` (why 
 ``updated_at`` (epoch seconds of the last write), ``events_per_second`` (the runner's recent
 rate), ``rebuild_position``/``rebuild_updated_at`` (a rebuild in progress and its heartbeat,
 so that ``status`` in any process shows "rebuilding"), ``event_id`` (the id of the event at
-``position``: which log the read model follows, see ``cqrskit._lineage``).
+``position``: which log the read model follows, see ``cqrskit._lineage``), ``failure`` (the
+cause of an error, as JSON: :class:`ProjectionFailure`), ``paused`` (who paused it, when
+and why, as JSON; NULL when not paused: it outlives the process that paused it), ``parked``
+(how many events are parked, see ``cqrskit._parking``: kept here, in the transactions that
+park and unpark, so that ``status`` counts without knowing the projection's tables).
 
 The SQL is portable (SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from .sql import SqlTx
 
 __all__ = [
     "CHECKPOINT_TABLE",
     "CheckpointRow",
+    "ProjectionFailure",
+    "add_parked",
+    "clear_error",
     "complete_rebuild",
     "ensure_table",
     "lock_position",
@@ -32,6 +41,7 @@ __all__ = [
     "read_position",
     "read_rows",
     "record_error",
+    "record_paused",
     "record_rebuild",
     "record_state",
     "reset_position",
@@ -50,7 +60,10 @@ CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
     events_per_second DOUBLE PRECISION NOT NULL DEFAULT 0,
     rebuild_position BIGINT,
     rebuild_updated_at DOUBLE PRECISION,
-    event_id TEXT
+    event_id TEXT,
+    failure TEXT,
+    paused TEXT,
+    parked BIGINT NOT NULL DEFAULT 0
 )
 """
 # BIGINT and DOUBLE PRECISION, not INTEGER and REAL: on PostgreSQL those are 4 bytes
@@ -59,8 +72,52 @@ CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
 
 _COLUMNS = (
     "name, position, state, error, updated_at, events_per_second,"
-    " rebuild_position, rebuild_updated_at, event_id"
+    " rebuild_position, rebuild_updated_at, event_id, failure, paused, parked"
 )
+
+_ADDED = (
+    ("event_id", "TEXT"),
+    ("failure", "TEXT"),
+    ("paused", "TEXT"),
+    ("parked", "BIGINT NOT NULL DEFAULT 0"),
+)
+"""Columns added after the first release, in order: tables made before get them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionFailure:
+    """Why a projection stopped (or, for a parked event, why that event was parked)."""
+
+    position: int
+    """The event's position in the log (for a failure of the runner itself, its checkpoint)."""
+    event_id: str
+    event_type: str
+    """Empty when no event is to blame (the log diverged, the runner failed)."""
+    stream_id: str
+    message: str
+    attempts: int
+    """How many times the event was tried before giving up."""
+    since: float
+    """Epoch seconds of the failure."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ProjectionFailure:
+        data = json.loads(text)
+        return cls(
+            position=int(data["position"]),
+            event_id=str(data.get("event_id", "")),
+            event_type=str(data.get("event_type", "")),
+            stream_id=str(data.get("stream_id", "")),
+            message=str(data.get("message", "")),
+            attempts=int(data.get("attempts", 1)),
+            since=float(data.get("since", 0.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +131,31 @@ class CheckpointRow:
     rebuild_position: int | None
     rebuild_updated_at: float | None
     event_id: str | None
+    failure: str | None
+    paused: str | None
+    parked: int
+
+    def failure_cause(self) -> ProjectionFailure | None:
+        """The stored failure; for an error recorded before the column, its message."""
+        if self.failure is not None:
+            return ProjectionFailure.from_json(self.failure)
+        if self.error is not None:
+            return ProjectionFailure(self.position, "", "", "", self.error, 1, 0.0)
+        return None
 
 
 def ensure_table(tx: SqlTx) -> None:
     tx.execute(_CREATE)
-    # Added after the first release: tables made before it get the column here. Probed in
-    # a savepoint, portably (a failed statement aborts a PostgreSQL transaction).
-    tx.execute("SAVEPOINT cqrskit_probe")
-    try:
-        tx.fetchall(f"SELECT event_id FROM {CHECKPOINT_TABLE} WHERE 1 = 0")
-    except Exception:  # no such column (as the driver says it: SQLite's come unconverted)
-        tx.execute("ROLLBACK TO SAVEPOINT cqrskit_probe")
-        tx.execute(f"ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN event_id TEXT")
-    tx.execute("RELEASE SAVEPOINT cqrskit_probe")
+    # Tables made by an earlier release get the columns added since. Each is probed in a
+    # savepoint, portably (a failed statement aborts a PostgreSQL transaction).
+    for column, kind in _ADDED:
+        tx.execute("SAVEPOINT cqrskit_probe")
+        try:
+            tx.fetchall(f"SELECT {column} FROM {CHECKPOINT_TABLE} WHERE 1 = 0")
+        except Exception:  # no such column (as the driver says it: SQLite's come unconverted)
+            tx.execute("ROLLBACK TO SAVEPOINT cqrskit_probe")
+            tx.execute(f"ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN {column} {kind}")
+        tx.execute("RELEASE SAVEPOINT cqrskit_probe")
 
 
 def read_mark(tx: SqlTx, name: str) -> tuple[int, str | None]:
@@ -144,7 +213,8 @@ def reset_position(tx: SqlTx, name: str, now: float) -> None:
     """Back to position 0, in the transaction that emptied the projection's tables."""
     tx.execute(
         f"UPDATE {CHECKPOINT_TABLE} SET position = 0, event_id = NULL, error = NULL,"
-        " state = 'catching_up', updated_at = ?, events_per_second = 0 WHERE name = ?",
+        " failure = NULL, parked = 0, state = 'catching_up', updated_at = ?,"
+        " events_per_second = 0 WHERE name = ?",
         (now, name),
     )
 
@@ -159,14 +229,43 @@ def record_state(tx: SqlTx, name: str, state: str, now: float) -> None:
     )
 
 
-def record_error(tx: SqlTx, name: str, error: str, now: float) -> None:
+def record_error(tx: SqlTx, name: str, failure: ProjectionFailure, now: float) -> None:
     """Mark the projection stopped in error, keeping its (last good) checkpoint."""
     tx.execute(
-        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, error, updated_at)"
-        " VALUES (?, 0, 'error', ?, ?) ON CONFLICT (name) DO UPDATE SET state = 'error',"
-        " error = excluded.error, updated_at = excluded.updated_at, events_per_second = 0",
-        (name, error, now),
+        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, error, failure, updated_at)"
+        " VALUES (?, 0, 'error', ?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = 'error',"
+        " error = excluded.error, failure = excluded.failure,"
+        " updated_at = excluded.updated_at, events_per_second = 0",
+        (name, failure.message, failure.to_json(), now),
     )
+
+
+def clear_error(tx: SqlTx, name: str) -> bool:
+    """Forget the recorded error (an operator's restart); True when there was one. The
+    process running the projection sees it gone and starts again from its checkpoint."""
+    changed = tx.execute(
+        f"UPDATE {CHECKPOINT_TABLE} SET error = NULL, failure = NULL,"
+        " state = CASE WHEN state = 'error' THEN 'stopped' ELSE state END"
+        " WHERE name = ? AND (error IS NOT NULL OR failure IS NOT NULL)",
+        (name,),
+    )
+    return changed > 0
+
+
+def record_paused(tx: SqlTx, name: str, paused: dict[str, Any] | None) -> None:
+    """Pause (who, when, why) or, with None, resume: kept across restarts."""
+    text = None if paused is None else json.dumps(paused, separators=(",", ":"))
+    tx.execute(
+        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, paused) VALUES (?, 0,"
+        " 'stopped', ?) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+        (name, text),
+    )
+
+
+def add_parked(tx: SqlTx, name: str, count: int) -> None:
+    """Count ``count`` more (or, negative, fewer) parked events, in the transaction that
+    parks (or retries, or skips) them."""
+    tx.execute(f"UPDATE {CHECKPOINT_TABLE} SET parked = parked + ? WHERE name = ?", (count, name))
 
 
 def record_rebuild(tx: SqlTx, name: str, position: int | None, now: float | None) -> None:
@@ -184,23 +283,28 @@ def record_rebuild(tx: SqlTx, name: str, position: int | None, now: float | None
 
 
 def complete_rebuild(
-    tx: SqlTx, name: str, position: int, now: float, event_id: str | None = None
+    tx: SqlTx,
+    name: str,
+    position: int,
+    now: float,
+    event_id: str | None = None,
+    parked: int = 0,
 ) -> None:
     """Set the checkpoint of the tables a rebuild just swapped in, in the swap transaction.
 
     The rebuild replayed every event up to ``position`` (the event ``event_id``) without
-    failing, so an error recorded before is gone; whoever runs the projection continues
-    from here.
+    failing (or parked, ``parked`` of them, in the fresh tables), so an error recorded
+    before is gone; whoever runs the projection continues from here.
     """
     tx.execute(
-        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, updated_at, event_id)"
-        " VALUES (?, ?, 'stopped', ?, ?) ON CONFLICT (name) DO UPDATE SET"
+        f"INSERT INTO {CHECKPOINT_TABLE} (name, position, state, updated_at, event_id,"
+        " parked) VALUES (?, ?, 'stopped', ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
         " position = excluded.position, event_id = excluded.event_id, error = NULL,"
-        " updated_at = excluded.updated_at,"
+        " failure = NULL, parked = excluded.parked, updated_at = excluded.updated_at,"
         f" state = CASE WHEN {CHECKPOINT_TABLE}.state = 'error' THEN 'stopped'"
         f" ELSE {CHECKPOINT_TABLE}.state END,"
         " rebuild_position = NULL, rebuild_updated_at = NULL",
-        (name, position, now, event_id),
+        (name, position, now, event_id, parked),
     )
 
 

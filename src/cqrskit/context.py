@@ -3,14 +3,23 @@
 The command bus opens a context; the repository reads its ids into each event's metadata
 and records the positions it saw (loaded streams' last events) and appended, so the bus
 can answer a command with its consistency token without the handler passing it along.
+
+A command run once per idempotency key (:mod:`cqrskit.idempotency`) holds its appends
+back in ``held``; ``commit`` appends them, with the key and the answer, when the handler
+returns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .messages import Metadata, new_id
+
+if TYPE_CHECKING:
+    from .eventstore import StreamAppend
 
 __all__ = ["CommandContext", "current_context"]
 
@@ -22,6 +31,10 @@ class CommandContext:
     extra: dict[str, str] = field(default_factory=dict)
     position: int = 0
     """Highest position this command appended or based a decision on."""
+    held: list[StreamAppend] | None = None
+    """Appends held back until the handler returns (None: appended as they come)."""
+    commit: Callable[[Any], Awaitable[None]] | None = None
+    """Called with the handler's value when it returns: appends what is held."""
 
     def saw(self, position: int) -> None:
         if position > self.position:

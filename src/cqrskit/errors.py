@@ -36,7 +36,10 @@ __all__ = [
     "DamagedDatabase",
     "EventDecodeError",
     "HandlerNotFound",
+    "IdempotencyKeyReused",
     "IntegrityError",
+    "InvalidAction",
+    "InvalidIdempotencyKey",
     "OperationalError",
     "PersistenceError",
     "PositionBeyondLog",
@@ -48,6 +51,7 @@ __all__ = [
     "StreamNotFound",
     "UniqueViolation",
     "UnknownEventType",
+    "UnknownProjection",
     "UpcastError",
 ]
 
@@ -155,14 +159,52 @@ class SchemaError(PersistenceError):
 class ProjectionError(CqrsKitError):
     """A projection's handler kept failing; the projection stopped at ``position``."""
 
-    def __init__(self, projection: str, position: int, event_type: str, cause: str) -> None:
+    def __init__(
+        self,
+        projection: str,
+        position: int,
+        event_type: str,
+        cause: str,
+        *,
+        event_id: str = "",
+        stream_id: str = "",
+        attempts: int = 1,
+    ) -> None:
         self.projection = projection
         self.position = position
         self.event_type = event_type
         self.cause = cause
+        self.event_id = event_id
+        self.stream_id = stream_id
+        self.attempts = attempts
         super().__init__(
             f"projection {projection!r} stopped at position {position} ({event_type}): {cause}"
         )
+
+
+class InvalidAction(CqrsKitError, ValueError):
+    """An operator's action cannot be asked as given (no reason for a skip, a projection
+    that does not park, a negative position...)."""
+
+
+class InvalidIdempotencyKey(CqrsKitError, ValueError):
+    """An idempotency key that is not 1 to 255 printable ASCII characters."""
+
+
+class IdempotencyKeyReused(CqrsKitError):
+    """An idempotency key already used, within its lifetime, for another request."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} was already used for a different request")
+
+
+class UnknownProjection(CqrsKitError, LookupError):
+    """An operator named a projection the app does not have."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"no projection {name!r}; the app has: {', '.join(known) or 'none'}")
 
 
 class ConsistencyTimeout(CqrsKitError):

@@ -27,7 +27,9 @@ __all__ = [
     "ExpectedVersion",
     "InlineHandler",
     "Snapshot",
+    "StreamAppend",
     "StreamState",
+    "Within",
 ]
 
 T = TypeVar("T")
@@ -52,6 +54,20 @@ class AppendResult:
     """Global position of the last event appended: the command's consistency token."""
     version: int
     """The stream's version after the append."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """One stream's part of :meth:`EventStore.append_streams`."""
+
+    stream_id: str
+    events: Sequence[Event]
+    expected_version: ExpectedVersion = ANY
+
+
+Within = Callable[[SqlTx, list[AppendResult]], None]
+"""Runs inside the transaction of :meth:`EventStore.append_streams`, after its inserts and
+inline projections, with each append's result: if it raises, nothing is stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +113,24 @@ class EventStore(ABC):
         the stream is not at ``expected_version``, and any error an inline handler raised
         (driver errors converted, e.g. :class:`~cqrskit.errors.UniqueViolation`).
         Appending no events is an error (:class:`ValueError`).
+        """
+
+    @abstractmethod
+    async def append_streams(
+        self,
+        appends: Sequence[StreamAppend],
+        metadata: Metadata | None = None,
+        *,
+        within: Within | None = None,
+    ) -> list[AppendResult]:
+        """Append to several streams in ONE transaction: all are stored, or none.
+
+        Each append is checked against its expected version (a stream may appear more
+        than once: each then expects the version the previous one left), its events
+        take consecutive positions in the order given, and the inline projections run
+        for each. ``within`` then runs in the same transaction (to store an idempotency
+        key with the command's answer, say). With no appends, ``within`` alone runs in a
+        write transaction of the log's database. Raises as :meth:`append` does.
         """
 
     def _encode(

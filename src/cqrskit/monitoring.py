@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._lineage import divergence
-from .checkpoints import CheckpointRow, read_rows
-from .errors import PersistenceError
+from .checkpoints import CheckpointRow, ProjectionFailure, read_rows
+from .errors import DamagedDatabase, PersistenceError
 from .eventstore import EventStore
 from .readside import ReadDatabase
 
@@ -28,11 +28,12 @@ __all__ = [
     "lag_seconds",
     "projection_status",
     "read_checkpoints",
+    "readiness",
     "status_of",
 ]
 
 STATES = frozenset(
-    {"running", "catching_up", "stopped", "error", "rebuilding", "standby", "stalled"}
+    {"running", "catching_up", "stopped", "error", "rebuilding", "standby", "stalled", "paused"}
 )
 
 REBUILD_HEARTBEAT_TIMEOUT = 10.0
@@ -58,7 +59,10 @@ class ProjectionStatus:
     state: str
     """One of :data:`STATES`."""
     events_per_second: float
-    error: str | None
+    error: ProjectionFailure | None
+    """Why it stopped, when its state is "error"."""
+    parked: int = 0
+    """Events set aside by a projection that parks (``on_failure = "park"``)."""
 
     def to_dict(self, fields: Iterable[str] | None = None) -> dict[str, Any]:
         """The figures as a dict, every one or only ``fields`` (in that order)."""
@@ -114,6 +118,7 @@ async def status_of(
     state: str | None = None,
     position: int | None = None,
     events_per_second: float | None = None,
+    error: ProjectionFailure | None = None,
 ) -> ProjectionStatus:
     """One projection's figures from its checkpoint row, overridable by a live runner."""
     live_state = state
@@ -137,7 +142,8 @@ async def status_of(
         state = "rebuilding"
     if events_per_second is None:
         events_per_second = 0.0 if row is None else row.events_per_second
-    error = None if row is None else row.error
+    if error is None and row is not None:
+        error = row.failure_cause()
     # A live runner checked its checkpoint against the log when it took the projection;
     # a reader of the table alone (status, an API-only process) checks it here: one read
     # of the log per projection, and none on the runner's status (scraped for metrics).
@@ -147,17 +153,26 @@ async def status_of(
         and (reason := await divergence(store, row.position, row.event_id))
     ):
         # Not reset yet (that happens when a runner takes the projection): say why.
-        state, error = "error", f"projection {name!r} does not follow this log: {reason}"
+        message = f"projection {name!r} does not follow this log: {reason}"
+        state, error = "error", ProjectionFailure(row.position, "", "", "", message, 1, now)
     lag = await store.lag_events(position, head)
+    try:
+        seconds = await lag_seconds(store, position, head, now)
+    except DamagedDatabase as exc:  # the log's file: say so, rather than fail the status
+        seconds, state = 0.0, "error"
+        error = error or ProjectionFailure(
+            position, "", "", "", f"cannot read the log: {exc}", 1, now
+        )
     return ProjectionStatus(
         name=name,
         position=position,
         head=head,
         lag_events=lag,
-        lag_seconds=await lag_seconds(store, position, head, now),
+        lag_seconds=seconds,
         state=state,
         events_per_second=events_per_second,
         error=error,
+        parked=0 if row is None else int(row.parked),
     )
 
 
@@ -181,3 +196,33 @@ async def projection_status(
     head = await store.head_position()
     now = clock()
     return [await status_of(store, name, rows.get(name), head, now) for name in names]
+
+
+async def readiness(
+    store: EventStore, db: ReadDatabase, status: Callable[[], Awaitable[list[ProjectionStatus]]]
+) -> list[str]:
+    """Why a deployment is not ready to serve, one reason per line (empty when it is): a
+    database that does not answer, or a projection stopped in error or stalled (its runner
+    died or hangs: judged by the heartbeat it writes, not by its lag, which may be long
+    for good reasons). A paused projection is the operator's choice: ready."""
+    reasons = []
+    for what, probe in (("event store", store.head_position), ("read database", db_probe(db))):
+        try:
+            await probe()
+        except Exception as exc:
+            reasons.append(f"{what} does not answer: {exc}")
+    if reasons:
+        return reasons
+    for s in await status():
+        if s.state == "error":
+            cause = "" if s.error is None else f" at position {s.error.position}: {s.error.message}"
+            reasons.append(f"projection {s.name} stopped in error{cause}")
+        elif s.state == "stalled":
+            reasons.append(
+                f"projection {s.name} stalled: its runner has not reported for {STALE_AFTER:g}s"
+            )
+    return reasons
+
+
+def db_probe(db: ReadDatabase) -> Callable[[], Awaitable[object]]:
+    return lambda: db.read(lambda tx: tx.fetchone("SELECT 1"))

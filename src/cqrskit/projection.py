@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from .codec import Codec
 from .errors import ConfigurationError
@@ -127,6 +127,13 @@ class Projection:
     then send a batch's statements without waiting for each answer, one round trip per
     batch instead of one per statement. Errors surface at the batch's end instead of at
     the statement, so the runner bisects the batch to find the failing event."""
+    on_failure: ClassVar[Literal["stop", "park"]] = "stop"
+    """What the runner does with an event whose handler keeps failing (after the retries):
+    "stop" the projection in "error" at that event, for every stream, until an operator
+    restarts it; or "park" the event with its error and hold its stream (its later events
+    are parked behind it, in order) while every other stream goes on. Parked events are
+    retried or skipped by an operator (:class:`~cqrskit.Operations`). "park" adds one table,
+    ``cqrskit_parked_<name>``, which a rebuild rebuilds with the projection's own."""
     _handler_names: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -145,6 +152,10 @@ class Projection:
             owner = next(k for k in cls.__mro__ if attr in vars(k))
             _check_handler(cls, attr, vars(owner)[attr])
         cls._handler_names = found
+        if cls.on_failure not in ("stop", "park"):
+            raise ConfigurationError(
+                f"{cls.__qualname__}.on_failure must be 'stop' or 'park', not {cls.on_failure!r}"
+            )
 
     def create_schema(self, tx: SqlTx) -> None:
         """Create the projection's tables and indexes if they do not exist (idempotent)."""

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
+from ._parking import Parking, parked_table
+from .actions import ensure_actions_table
 from .checkpoints import ensure_table, read_position
 from .errors import ConfigurationError, DamagedDatabase
 from .projection import Projection
@@ -28,6 +30,8 @@ __all__ = [
     "RebuildTarget",
     "SwapDeclined",
     "create_read_models",
+    "create_schema",
+    "owned_tables",
     "tables_to_rebuild",
 ]
 
@@ -108,8 +112,9 @@ async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]
 
     def create(tx: SqlTx) -> dict[str, int]:
         ensure_table(tx)
+        ensure_actions_table(tx)
         for projection in projections:
-            projection.create_schema(tx)
+            create_schema(projection, tx)
         return {p.name: read_position(tx, p.name) for p in projections}
 
     try:
@@ -122,6 +127,20 @@ async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]
         return await db.write_schema(create)
 
 
+def create_schema(projection: Projection, tx: SqlTx) -> None:
+    """The projection's tables, and its parked table when it parks (``on_failure``)."""
+    projection.create_schema(tx)
+    if projection.on_failure == "park":
+        Parking(projection.name).create(tx)
+
+
+def owned_tables(projection: Projection) -> tuple[str, ...]:
+    """The tables that make up the read model: its own, and its parked table."""
+    if projection.on_failure == "park":
+        return (*projection.tables, parked_table(projection.name))
+    return projection.tables
+
+
 def tables_to_rebuild(projection: Projection) -> tuple[str, ...]:
     """The tables a rebuild of ``projection`` replaces (every backend's ``open_rebuild``
     asks): one that declares none cannot be rebuilt."""
@@ -129,7 +148,7 @@ def tables_to_rebuild(projection: Projection) -> tuple[str, ...]:
         raise ConfigurationError(
             f"projection {projection.name!r} declares no tables: nothing to rebuild into"
         )
-    return projection.tables
+    return owned_tables(projection)
 
 
 class SwapDeclined(Exception):

@@ -16,6 +16,13 @@
 4. The live runner's next batch finds the checkpoint moved (its compare-and-set, see
    :mod:`cqrskit.runner`), discards what it read and continues from the new checkpoint:
    nothing is applied twice, whichever process runs it.
+
+A projection that parks (``on_failure = "park"``) parks in the fresh tables what the live
+runner would park: an event whose handler fails, and the later events of its stream.
+
+``until`` (a rewind, :meth:`~cqrskit.Operations.rewind`) stops the replay at that position
+and swaps in whatever the live checkpoint is: the read model goes back to how it was then.
+The process running the projection does this in its own task, between its batches.
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._applier import Applier, HandlerFailed
+from ._parking import Parking
 from .checkpoints import complete_rebuild, lock_position, record_rebuild
 from .errors import OperationalError, ProjectionError
 from .eventstore import EventStore
 from .messages import RecordedEvent
 from .projection import Projection
-from .readside import ReadDatabase, RebuildTarget, create_read_models
+from .readside import ReadDatabase, RebuildTarget, create_read_models, create_schema
 from .sql import SqlTx
 
 __all__ = ["RebuildProgress", "RebuildResult", "rebuild"]
@@ -107,14 +115,24 @@ class _State:
     done: int = 0
     total: int = 0
     beat: float = 0.0
+    parked: int = 0
 
 
 async def _write_batch(
-    target: RebuildTarget, applier: Applier, events: Sequence[RecordedEvent]
+    target: RebuildTarget,
+    applier: Applier,
+    events: Sequence[RecordedEvent],
+    parking: Parking | None,
+    state: _State,
+    now: float,
 ) -> None:
     """One batch into the fresh tables: pipelined when the projection allows it. A
     pipelined batch that fails ran in a transaction that rolled back whole; it is run
     again without the pipeline, so the error names the event that caused it."""
+
+    if parking is not None:
+        await _write_parking(target, applier, events, parking, state, now)
+        return
 
     def apply(tx: SqlTx, pipelined: bool) -> None:
         applier.apply(tx, events, pipelined=pipelined)
@@ -134,6 +152,56 @@ async def _write_batch(
         raise ProjectionError(applier.name, position, type_name, repr(exc.cause)) from exc.cause
 
 
+async def _write_parking(
+    target: RebuildTarget,
+    applier: Applier,
+    events: Sequence[RecordedEvent],
+    parking: Parking,
+    state: _State,
+    now: float,
+) -> None:
+    """One batch of a parking projection: what fails is parked, its stream held, in the
+    fresh tables, as the live runner would have done (without its retries: a rebuild is
+    run on purpose, and the operator retries parked events)."""
+    rest = list(events)
+    while rest:
+        try:
+            state.parked += await target.write(
+                functools.partial(_apply_parking, applier, parking, rest, now, None)
+            )
+            return
+        except HandlerFailed as exc:
+            bad = exc.record
+            if bad is None:  # unpipelined: never, the failing event is always known
+                raise
+            cause = repr(exc.cause)
+        i = next(i for i, e in enumerate(rest) if e is bad)
+        before, rest = rest[:i], rest[i + 1 :]
+        park = functools.partial(_apply_parking, applier, parking, before, now, (bad, cause))
+        state.parked += await target.write(park)
+        parking.held[bad.stream_id] = bad.position
+
+
+def _apply_parking(
+    applier: Applier,
+    parking: Parking,
+    events: Sequence[RecordedEvent],
+    now: float,
+    failed: tuple[RecordedEvent, str] | None,
+    tx: SqlTx,
+) -> int:
+    """Apply ``events`` but park those of held streams, then park ``failed``; return how
+    many were parked."""
+    ready, held = Parking.split(events, parking.held)
+    applier.apply(tx, ready, pipelined=False)
+    if held:
+        parking.park_held(tx, held, now)
+    if failed is None:
+        return len(held)
+    parking.park_failed(tx, failed[0], failed[1], 1, now)
+    return len(held) + 1
+
+
 async def rebuild(
     store: EventStore,
     db: ReadDatabase,
@@ -144,21 +212,25 @@ async def rebuild(
     heartbeat_interval: float = 1.0,
     max_swap_attempts: int = 1000,
     clock: Callable[[], float] = time.time,
+    until: int | None = None,
 ) -> RebuildResult:
-    """Rebuild ``projection`` from position 0 and swap it in atomically (module docstring).
+    """Rebuild ``projection`` from position 0 and swap it in atomically (module docstring);
+    with ``until``, only up to that position (a rewind).
 
-    Raises :class:`~cqrskit.errors.ProjectionError` when a handler fails (the live tables
-    are left untouched) and :class:`~cqrskit.errors.OperationalError` when the log never
-    showed the live checkpoint's position in ``max_swap_attempts`` swaps.
+    Raises :class:`~cqrskit.errors.ProjectionError` when a handler fails and the projection
+    does not park (the live tables are left untouched) and
+    :class:`~cqrskit.errors.OperationalError` when the log never showed the live
+    checkpoint's position in ``max_swap_attempts`` swaps.
     """
     name = projection.name
     applier = Applier(projection, store.codec)
+    parking = Parking(name) if projection.on_failure == "park" else None
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     await create_read_models(db, ())
     target: RebuildTarget = await db.open_rebuild(projection)
     try:
-        await target.write(projection.create_schema)
+        await target.write(functools.partial(create_schema, projection))
         covered = _Covered()
         state = _State(total=await store.lag_events(0, await store.head_position()))
 
@@ -181,41 +253,45 @@ async def rebuild(
             return how many events it held. The batch is referenced from this frame only,
             so it is freed before the next one is read: one batch in memory at a time."""
             events = await store.read_all(state.position, batch_size)
+            if until is not None and events and events[-1].position > until:
+                # The rewind's end: what follows ``until`` is not replayed; a short batch
+                # (or none) ends the catch-up.
+                events = [e for e in events if e.position <= until]
             if not events:
                 return 0
-            await _write_batch(target, applier, events)
+            await _write_batch(target, applier, events, parking, state, clock())
             covered.add_batch(events)
             state.position, state.event_id = events[-1].position, events[-1].event_id
             state.done += len(events)
             return len(events)
 
-        async def catch_up(until: int | None) -> None:
-            """Apply batches to the fresh tables up to the log's end or, with ``until``,
-            until that position is covered. Streams: one batch in memory at a time."""
-            while until is None or until not in covered:
+        async def catch_up(live: int | None) -> None:
+            """Apply batches to the fresh tables up to the log's end (or ``until``) or, with
+            ``live``, until that position is covered. One batch in memory at a time."""
+            while live is None or live not in covered:
                 read = await next_batch()
                 if not read:
                     return
-                if until is None:
+                if live is None:
                     await heartbeat()  # not under the live write lock: it writes there
                     if read < batch_size:
                         report()
                         return
-                elif until not in covered and await store.position_reached(state.position, until):
-                    covered.add(until)  # a backend whose positions our ranges cannot tell
+                elif live not in covered and await store.position_reached(state.position, live):
+                    covered.add(live)  # a backend whose positions our ranges cannot tell
                 report()
 
         def decide(tx: SqlTx) -> bool:
             # Runs in the swap's transaction, holding the live write lock: no live batch can
             # commit until it ends, so the live checkpoint cannot move on meanwhile.
             live = lock_position(tx, name)
-            if live not in covered:
+            if until is None and live not in covered:
                 # The live runner applied events appended after the rebuild's last read:
                 # the final catch-up, to at least where it is, under the lock.
                 asyncio.run_coroutine_threadsafe(catch_up(live), loop).result()
                 if live not in covered and not beyond_log(live):
                     return False
-            complete_rebuild(tx, name, state.position, clock(), state.event_id)
+            complete_rebuild(tx, name, state.position, clock(), state.event_id, state.parked)
             return True
 
         def beyond_log(live: int) -> bool:

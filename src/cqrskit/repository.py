@@ -7,10 +7,11 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from ._telemetry import span
 from .aggregate import Aggregate
 from .context import current_context
 from .errors import StaleVersion, StreamNotFound
-from .eventstore import NO_STREAM, AppendResult, EventStore, Snapshot
+from .eventstore import NO_STREAM, AppendResult, EventStore, Snapshot, StreamAppend
 
 __all__ = ["Repository"]
 
@@ -76,18 +77,29 @@ class Repository(Generic[A]):
         """Append the aggregate's pending events, expecting the version it was loaded at.
 
         Returns None when there was nothing to save.
+
+        In a command run once per idempotency key the append is held until the handler
+        returns (then made with the key, in one transaction): the result's ``position`` is
+        0 until then, and a load of the same stream does not see the events yet.
         """
         events = aggregate.pending_events
         if not events:
             return None
         expected = aggregate.committed_version
         ctx = current_context()
-        result = await self._store.append(
-            self._stream_id(aggregate.id),
-            events,
-            expected if expected else NO_STREAM,
-            ctx.metadata() if ctx is not None else None,
-        )
+        stream = self._stream_id(aggregate.id)
+        if ctx is not None and ctx.held is not None:
+            wanted = expected if expected else NO_STREAM
+            ctx.held.append(StreamAppend(stream, list(events), wanted))
+            aggregate.mark_saved()
+            return AppendResult(0, expected + len(events))
+        with span("cqrskit.append", stream_id=stream, events=len(events)):
+            result = await self._store.append(
+                stream,
+                events,
+                expected if expected else NO_STREAM,
+                ctx.metadata() if ctx is not None else None,
+            )
         aggregate.mark_saved()
         if ctx is not None:
             ctx.saw(result.position)

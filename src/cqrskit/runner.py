@@ -12,6 +12,12 @@ While catching up, the next batch is read while the current one commits (once it
 handlers are done: reading beside them would only contend for the GIL), so reading
 overlaps the commit's wait on the disk. With a :class:`~cqrskit.Lease` (failover between
 processes), a projection runs only while this runner holds its lease, in "standby" else.
+
+Between batches, each projection carries out the operators' actions asked for it
+(:mod:`cqrskit.actions`, :mod:`cqrskit._operator`): pause, resume, retry or skip parked
+events, restart, rewind. A projection stopped in "error" stays in its loop, waiting for a
+restart: an operator's, or a rebuild's (whose swap clears the recorded error), in any
+process.
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._failover import hold_lease, release_lease
+from ._operator import ACTION_POLL, Operator
 from ._readahead import ReadAhead
 from ._worker import ACTIVE, Worker, infrastructure_backoff
 from .backoff import RetryPolicy
-from .checkpoints import record_state
+from .checkpoints import read_rows, record_state
 from .consistency import wait_for_position
 from .errors import ConfigurationError, DamagedDatabase, ProjectionError, StoreClosed
 from .eventstore import EventStore
 from .lease import Lease
-from .monitoring import ProjectionStatus, read_checkpoints, status_of
+from .monitoring import STALE_AFTER, ProjectionStatus, read_checkpoints, status_of
 from .projection import Projection
 from .readside import ReadDatabase, create_read_models
 from .sql import SqlTx
@@ -80,6 +88,7 @@ class ProjectionRunner:
         self._workers = {
             p.name: Worker(p, store, db, retry, clock, self._sleep) for p in projections
         }
+        self._operator = Operator(store, db, clock, batch_size)
         self._started = False
         self._stop: asyncio.Future[None] | None = None
 
@@ -95,15 +104,19 @@ class ProjectionRunner:
         positions = await create_read_models(self._db, projections)
         for worker in self._workers.values():
             worker.checkpoint = positions[worker.name]
+            worker.beat = self._clock()
             # Each projection this process runs checks its checkpoint against the log
             # before start() returns (see _lineage): an API serving once it returns never
             # answers from a read model that follows another log.
             if self._lease is None:
                 worker.state = "running"
                 await worker.start_from_checkpoint()
+                if worker.paused is not None and worker.state == "running":
+                    worker.state = "paused"
+                    await worker.record_state()
             else:
                 worker.state = "standby"
-                await worker.hold_lease(self._lease, self._lease_interval)
+                await hold_lease(worker, self._lease, self._lease_interval)
             worker.task = asyncio.create_task(self._run(worker), name=f"projection {worker.name}")
 
     async def stop(self) -> None:
@@ -111,7 +124,10 @@ class ProjectionRunner:
         if self._stop is None or self._stop.done():
             return
         self._stop.set_result(None)
-        await asyncio.gather(*(w.task for w in self._workers.values() if w.task is not None))
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        # return_exceptions: a task that died (cancelled from outside, say) must not keep
+        # the others from being waited for, nor the stop from being recorded.
+        await asyncio.gather(*tasks, return_exceptions=True)
         stopped = [w for w in self._workers.values() if w.state in ACTIVE]
         for worker in stopped:
             worker.state = "stopped"
@@ -127,7 +143,7 @@ class ProjectionRunner:
             log.warning("could not record the stopped state", exc_info=True)
         for worker in self._workers.values():
             if self._lease is not None:
-                await worker.release_lease(self._lease)
+                await release_lease(worker, self._lease)
             if worker.state == "standby":
                 worker.state = "stopped"
 
@@ -150,6 +166,13 @@ class ProjectionRunner:
 
     def error(self, name: str) -> ProjectionError | None:
         return self._workers[name].error
+
+    def nudge(self, name: str) -> None:
+        """Have projection ``name`` look at its pending actions now (an action was just
+        asked in this process); other processes' are found within ``ACTION_POLL``."""
+        worker = self._workers.get(name)
+        if worker is not None:
+            worker.wake.set()
 
     async def wait_for(self, name: str, position: int, timeout: float) -> int:
         """Wait until projection ``name`` has processed ``position``; return its checkpoint.
@@ -177,11 +200,24 @@ class ProjectionRunner:
         head, now = await self._store.head_position(), self._clock()
         return [
             await status_of(
-                self._store, w.name, rows.get(w.name), head, now, state=w.state,
+                self._store, w.name, rows.get(w.name), head, now, state=self._state_of(w),
                 events_per_second=w.meter.rate() if w.state in ACTIVE else 0.0,
+                error=w.failure if w.state == "error" else None,
             )
             for w in self._workers.values()
         ]  # fmt: skip
+
+    def _state_of(self, worker: Worker) -> str:
+        """The state to report: "stalled" when the projection's task is gone (a bug that
+        escaped it) though its state says it runs, or when it has not written its row
+        for ``STALE_AFTER`` seconds (each batch and each idle heartbeat does). Judged by
+        liveness, not by lag."""
+        if worker.state in ACTIVE:
+            if worker.task is None or worker.task.done():
+                return "stalled" if self._started and not self._stopping else "stopped"
+            if self._clock() - worker.beat > STALE_AFTER:  # a batch (or the database) hangs
+                return "stalled"
+        return worker.state
 
     # -- the loop of one projection -------------------------------------------------------------
 
@@ -199,11 +235,19 @@ class ProjectionRunner:
         size = self._batch_size
         ahead = ReadAhead(self._store, size)
         try:
-            while not self._stopping and worker.state != "error":
-                if self._lease is not None and not await worker.hold_lease(
-                    self._lease, self._lease_interval
+            while not self._stopping:
+                if self._lease is not None and not await hold_lease(
+                    worker, self._lease, self._lease_interval
                 ):
                     await self._sleep(self._lease_interval)
+                    continue
+                if self._operator.due(worker):
+                    await self._operate(worker)
+                if worker.state == "error":
+                    await self._wait_in_error(worker)
+                    continue
+                if worker.paused is not None:
+                    await self._wait_for_action(worker)
                     continue
                 try:
                     events = await ahead.read(worker.checkpoint)
@@ -212,7 +256,7 @@ class ProjectionRunner:
                 except DamagedDatabase as exc:  # the log's file: retrying cannot help
                     cause = f"cannot read the log: {exc}"
                     await worker.fail(ProjectionError(worker.name, worker.checkpoint, "", cause))
-                    return
+                    continue
                 except Exception:
                     log.warning("projection %s: reading the log failed", worker.name, exc_info=True)
                     await self._sleep(next(worker.pause))
@@ -235,7 +279,7 @@ class ProjectionRunner:
                     if go is not None:
                         go.set()
                 if outcome == "failed":
-                    return
+                    continue
                 if outcome == "applied":
                     worker.pause = infrastructure_backoff()
                     worker.state = state
@@ -248,14 +292,57 @@ class ProjectionRunner:
         finally:
             await ahead.discard()
 
+    async def _operate(self, worker: Worker) -> None:
+        try:
+            await self._operator.run_pending(worker)
+        except StoreClosed:
+            raise
+        except Exception:  # the database failed: the actions stay pending, tried again
+            log.warning("projection %s: could not read its actions", worker.name, exc_info=True)
+
+    async def _wait_for_action(self, worker: Worker) -> None:
+        """Paused (or in error): wait for an action, or the stop, up to ``ACTION_POLL``."""
+        assert self._stop is not None
+        woken = asyncio.ensure_future(worker.wake.wait())
+        either: set[asyncio.Future[Any]] = {woken, self._stop}
+        await asyncio.wait(either, timeout=ACTION_POLL)
+        if not woken.done():
+            woken.cancel()
+        if (
+            worker.state in ("paused", "error")
+            and self._clock() - worker.beat >= HEARTBEAT_INTERVAL
+        ):
+            await worker.record_state()
+
+    async def _wait_in_error(self, worker: Worker) -> None:
+        """Stopped in error: wait for a restart. An operator's arrives as an action; a
+        rebuild's swap (in any process) clears the recorded error, which is looked for
+        here: either way the projection goes on from the stored checkpoint."""
+        await self._wait_for_action(worker)
+        if self._stopping or worker.state != "error":
+            return
+        try:
+            row = (await self._db.read(lambda tx: read_rows(tx, [worker.name]))).get(worker.name)
+        except StoreClosed:
+            raise
+        except Exception:
+            log.warning("projection %s: could not read its row", worker.name, exc_info=True)
+            return
+        if row is not None and row.error is None and row.failure is None:
+            log.info("projection %s: its error was cleared, restarting", worker.name)
+            await self._operator.restart(worker)
+
     async def _idle(self, worker: Worker) -> None:
-        """Wait for new events (or the stop)."""
+        """Wait for new events (or the stop, or an action asked in this process)."""
         assert self._stop is not None
         waiter = asyncio.ensure_future(
             self._store.wait_for_new_events(worker.checkpoint, self._idle_timeout)
         )
-        either: set[asyncio.Future[Any]] = {waiter, self._stop}
+        woken = asyncio.ensure_future(worker.wake.wait())
+        either: set[asyncio.Future[Any]] = {waiter, self._stop, woken}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not woken.done():
+            woken.cancel()
         if not waiter.done():
             waiter.cancel()
         try:

@@ -46,6 +46,7 @@ from cqrskit import (
     StoreClosed,
     UnknownEventType,
 )
+from tests.contracts.append_streams import AppendStreamsContract
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def contract_codec() -> Codec:
     return Codec([Deposited, Renamed])
 
 
-class EventStoreContract(ABC):
+class EventStoreContract(AppendStreamsContract, ABC):
     """Behaviour every :class:`~cqrskit.eventstore.EventStore` must have."""
 
     @abstractmethod

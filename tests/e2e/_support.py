@@ -40,7 +40,9 @@ USER_KEYS = frozenset(
     }
 )
 POST_KEYS = frozenset({"id", "user_id", "content", "created_at"})
-PROJECTION_KEYS = frozenset({"name", "position", "head", "lag_events", "lag_seconds", "state"})
+PROJECTION_KEYS = frozenset(
+    {"name", "position", "head", "lag_events", "lag_seconds", "state", "error", "parked"}
+)
 CONFLICT_MESSAGE = "Conflict: resource has been modified"
 REPORT: dict[str, object] = {}
 """Figures measured by the suite, printed in pytest's terminal summary (see conftest)."""

@@ -51,3 +51,46 @@ def test_client_backs_off_then_gives_the_503_back(server: Server) -> None:
         assert calls == ["41", "41", "41"]
 
     asyncio.run(scenario())
+
+
+class LosesTheFirstAnswer(httpx.AsyncBaseTransport):
+    """Forwards to the real server, then drops the first write's answer (as a timeout
+    after the server applied it would): the client must send it again, same key."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.keys: list[str] = []
+        self.lost = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.real.handle_async_request(request)
+        if request.method == "POST" and request.url.path == "/posts":
+            self.keys.append(request.headers["idempotency-key"])
+            if not self.lost:
+                self.lost = True
+                await response.aread()
+                raise httpx.ReadTimeout("answer lost", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+def test_client_sends_a_lost_write_again_with_its_key(server: Server) -> None:
+    async def scenario() -> None:
+        transport = LosesTheFirstAnswer()
+        async with SocialClient(server.url, base_delay=0.001, transport=transport) as client:
+            email = unique_email("lost")
+            user = await client.post("/users", {"email": email, "password": PASSWORD})
+            await client.login(email, PASSWORD)
+            post = await client.post("/posts", {"content": "once"})
+            assert post.status_code == 201
+            assert post.headers["idempotent-replayed"] == "true"  # applied the first time
+            assert transport.keys[0] == transport.keys[1]
+            page = await client.get(f"/users/{user.json()['id']}/posts")
+            assert [p["content"] for p in page.json()["items"]] == ["once"]
+            another = await client.post("/posts", {"content": "twice"})
+            assert transport.keys[2] != transport.keys[0]  # one key per logical write
+            assert "idempotent-replayed" not in another.headers
+
+    asyncio.run(scenario())

@@ -41,6 +41,10 @@ def assert_projection_row(row: Any) -> None:
     assert row["lag_seconds"] >= 0, row
     assert isinstance(row["state"], str), row
     assert row["state"], row
+    assert type(row["parked"]) is int, row
+    assert row["parked"] >= 0, row
+    error = row["error"]
+    assert error is None or {"position", "event_type", "message"} <= set(error), row
 
 
 def test_health(client: httpx.Client) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from cqrskit.cli import EXIT_CANNOT_LISTEN, EXIT_DATABASE, EXIT_USAGE, cli
+from cqrskit.cli import EXIT_CANNOT_LISTEN, EXIT_DATABASE, EXIT_USAGE, STATUS_FIELDS, cli
 from tests.integration._cli_app import CliTodo
 from tests.integration.test_app import AddTask
 
@@ -92,7 +92,8 @@ def test_status_and_rebuild_through_app(url: str) -> None:
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows] == ["tasks", "task_count"]
-    assert set(rows[0]) == {"name", "position", "head", "lag_events", "lag_seconds", "state"}
+    assert set(rows[0]) == set(STATUS_FIELDS)
+    assert (rows[0]["error"], rows[0]["parked"]) == (None, 0)
     assert all(r["head"] == head and r["lag_events"] == head for r in rows), rows
 
     rebuilt = invoke("--app", APP, "--url", url, "rebuild", "tasks")

@@ -12,7 +12,15 @@ from benchmarks.http_bench import http_figures
 from benchmarks.orchestrate import Run
 
 TINY = Sizes(**{**QUICK.as_dict(), "http_seconds": 0.3, "http_connections": 8})
-NAMES = ("http_get_rps", "http_get_p99_ms", "http_post_rps", "http_post_p99_ms")
+NAMES = (
+    "http_get_rps",
+    "http_get_p99_ms",
+    "http_post_rps",
+    "http_post_p99_ms",
+    "http_post_keyed_rps",
+    "http_post_keyed_p99_ms",
+    "http_post_keyed_ratio",
+)
 
 
 def test_one_and_two_worker_servers_with_tiny_sizes(tmp_path: Path) -> None:

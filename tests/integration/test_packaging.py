@@ -76,6 +76,8 @@ def test_the_core_wheel_needs_msgspec_alone(tmp_path: Path) -> None:
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(meta).decode()
     assert not [n for n in names if n.startswith(("social/", "examples/", "tests/"))]
+    console = {f"cqrskit/fastapi/_console/{f}" for f in ("console.html", "console.js")}
+    assert console <= set(names), "the operations console's files are package data"
     required = [
         line.split(":", 1)[1].strip()
         for line in metadata.splitlines()

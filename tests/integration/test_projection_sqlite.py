@@ -145,7 +145,7 @@ async def test_a_read_database_failure_is_retried_without_an_error_state(
 
         def restore(tx: SqlTx) -> None:
             ensure_table(tx)
-            tx.executemany(f"INSERT INTO cqrskit_projections VALUES ({', '.join('?' * 9)})", saved)
+            tx.executemany(f"INSERT INTO cqrskit_projections VALUES ({', '.join('?' * 12)})", saved)
 
         await db.write(restore)
         assert await runner.wait_for("counters", head, timeout=10) == head

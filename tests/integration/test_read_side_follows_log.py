@@ -81,7 +81,7 @@ async def test_a_restored_write_db_is_noticed_and_new_writes_become_readable(
         await db.close()
     assert status.state == "error"
     assert status.error is not None
-    assert "beyond the log, which ends at 40" in status.error
+    assert "beyond the log, which ends at 40" in status.error.message
 
     # A new write after the restore (position 41) is applied and readable.
     head, found = await follow(tmp_path, appended=1, seed=3)

@@ -248,7 +248,9 @@ async def test_health_projections_and_metrics(client: httpx.AsyncClient) -> None
     rows = (await client.get("/projections")).json()
     assert {r["name"] for r in rows} == {"user_profiles", "posts", "follows"}
     assert all(
-        set(r) == {"name", "position", "head", "lag_events", "lag_seconds", "state"} for r in rows
+        set(r)
+        == {"name", "position", "head", "lag_events", "lag_seconds", "state", "error", "parked"}
+        for r in rows
     )
     metrics = await client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")

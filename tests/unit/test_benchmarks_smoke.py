@@ -41,6 +41,7 @@ MODULES = [
     "benchmarks.pg",
     "benchmarks.pg_appends",
     "benchmarks.raw_system",
+    "benchmarks.relay_bench",
     "benchmarks.report",
     "benchmarks.slow_clients",
     "benchmarks.worker",
@@ -109,7 +110,10 @@ def test_http_figures_of_two_workers_sit_beside_one_workers_with_their_ratio() -
     assert WORKERS == (1, 2)
     assert figure_name("http_get_rps", 1) == "http_get_rps"
     assert figure_name("http_get_rps", 2) == "http_get_rps_w2"
-    one = ("http_get_rps", "http_get_p99_ms", "http_post_rps", "http_post_p99_ms")
+    one = (
+        "http_get_rps", "http_get_p99_ms", "http_post_rps", "http_post_p99_ms",
+        "http_post_keyed_rps", "http_post_keyed_p99_ms", "http_post_keyed_ratio",
+    )  # fmt: skip
     assert set(GROUPS["http"]) == {n for name in one for n in (name, figure_name(name, 2))}
     assert Selection("http_post_rps_w2").groups == {"http"}
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,6 +155,27 @@ def test_only_the_web_integration_imports_a_web_framework() -> None:
     assert found == {}
 
 
+def test_only_the_relay_imports_the_nats_client() -> None:
+    """nats-py is the extra of cqrskit.relay; the ``relay`` commands import the relay
+    when they run (checked below), so ``cqrskit`` and its command need no nats-py."""
+    found = {}
+    for name, path in ALL.items():
+        if name.startswith("cqrskit.relay") or name in ("cqrskit.cli._relay", "social.cli"):
+            continue
+        bad = {m for m in _imports(name, path) if m.split(".")[0] == "nats"}
+        bad |= {m for m in _imports(name, path) if m.startswith("cqrskit.relay")}
+        if bad:
+            found[name] = bad
+    assert found == {}
+
+
+def test_importing_cqrskit_and_its_command_imports_no_nats() -> None:
+    code = "import sys, cqrskit, cqrskit.cli, social.cli; print('nats' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in SOURCES.values())}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_the_core_imports_no_backend_and_no_driver() -> None:
     found = {}
     for name, path in ALL.items():
@@ -222,6 +246,9 @@ CQRSKIT_API = {
     "UnknownEventType", "UpcastError", "Upcaster", "backoff_delays", "command",
     "create_read_models", "current_context", "handles", "logging_middleware", "new_id",
     "projection_status", "query", "Options",
+    "Action", "InvalidAction", "Operations", "ParkedEvent", "ProjectionFailure",
+    "UnknownProjection", "PROJECTION_STATES",
+    "IdempotencyKey", "IdempotencyKeyReused", "InvalidIdempotencyKey", "StreamAppend",
     "read_position", "rebuild", "retry_on_conflict_middleware", "retry_read",
     "subscribe", "timing_middleware", "wait_for_position",
 }  # fmt: skip
@@ -238,6 +265,10 @@ EXTRA_API = {
         "DEFAULT_ERRORS", "MAX_POSITION_DIGITS", "READ_RESPONSES", "WRITE_RESPONSES",
         "BadRequest", "Conflict", "Error", "ErrorHandler", "MinPosition", "NotCaughtUp",
         "application", "connect", "error_response", "min_position", "respond", "responses",
+        "RequestObserver", "RequestTracing", "current_request_id", "trace_requests",
+        "DEFAULT_ACTION_WAIT", "operations_router",
+        "health_routes",
+        "IDEMPOTENCY_HEADER", "REPLAYED_HEADER", "IdempotencyKeyHeader", "idempotency_key",
     },
     "cqrskit.cli": {
         "EXIT_CANNOT_LISTEN", "EXIT_DATABASE", "EXIT_ERROR", "EXIT_USAGE", "STATUS_FIELDS",
@@ -245,6 +276,16 @@ EXTRA_API = {
         "AppSpec", "Failure", "ServeOptions", "Served", "Target", "cli", "configure_logging",
         "existing", "exit_status", "main", "protocol_with_header_timeout",
         "rebuild_with_progress", "report", "run", "run_async", "serve", "show_status", "work",
+        "AccessLog", "JsonFormatter", "LogFormat", "RequestIdFilter", "TextFormatter",
+        "projections_commands",
+        "NatsUrl", "relay_events", "show_relay_status",
+    },
+    "cqrskit.relay": {
+        "BrokerRefused", "BrokerUnavailable", "JetStreamPublisher", "MemoryPublisher",
+        "Publisher", "Relay", "RelayError", "RelayMessage", "RelayStatus", "StreamEnd",
+        "StreamMoved", "check_nats_url", "check_stream_name", "check_subject_prefix",
+        "default_stream", "position_of", "prometheus_text", "relay_status", "serve_metrics",
+        "subject_for", "to_message",
     },
     "cqrskit.testing": {
         "DEFAULT_STREAM", "AggregateScenario", "CommandScenario", "Outcome",

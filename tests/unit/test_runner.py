@@ -182,8 +182,9 @@ async def test_a_failing_handler_commits_what_precedes_it_then_stops_in_error(
     assert poisoned.position == 5
     assert poisoned.lag_events == 4
     assert poisoned.error is not None
-    assert "position 6" in poisoned.error
-    assert "Incremented" in poisoned.error
+    assert poisoned.error.position == 6
+    assert poisoned.error.event_type == "Incremented"
+    assert "cannot apply 13" in poisoned.error.message
     assert statuses["totals"].state == "running"
     # ... and a process that only reads sees the error too, from the checkpoint table.
     (seen,) = await projection_status(store, db, ["poisoned"])

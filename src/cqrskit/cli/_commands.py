@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,7 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from ..app import App
 from ..connect import parse
@@ -28,7 +29,17 @@ from ._serve import STOP_SIGNALS
 
 __all__ = ["STATUS_FIELDS", "existing", "rebuild_with_progress", "show_status", "work"]
 
-STATUS_FIELDS = ("name", "position", "head", "lag_events", "lag_seconds", "state")
+STATUS_FIELDS = (
+    "name",
+    "position",
+    "head",
+    "lag_events",
+    "lag_seconds",
+    "state",
+    "events_per_second",
+    "parked",
+    "error",
+)
 """What ``status --json`` shows of each :class:`~cqrskit.ProjectionStatus`."""
 
 
@@ -107,15 +118,22 @@ async def show_status(app: App, as_json: bool, fields: Sequence[str] = STATUS_FI
     if as_json:
         print(json.dumps(rows), flush=True)
         return 0
-    table = Table("projection", "position", "head", "lag (events)", "lag (s)", "state")
-    for r in (s.to_dict() for s in statuses):
+    table = Table(
+        Column("projection", no_wrap=True), "position", "head", "lag (events)", "lag (s)",
+        Column("state", no_wrap=True), "events/s", "parked", "error",
+    )  # fmt: skip
+    for status in statuses:
+        e = status.error
         table.add_row(
-            str(r["name"]),
-            str(r["position"]),
-            str(r["head"]),
-            str(r["lag_events"]),
-            f"{r['lag_seconds']:.2f}",
-            str(r["state"]),
+            status.name,
+            str(status.position),
+            str(status.head),
+            str(status.lag_events),
+            f"{status.lag_seconds:.2f}",
+            status.state,
+            f"{status.events_per_second:.0f}",
+            str(status.parked),
+            "" if e is None else escape(f"at {e.position} {e.event_type}: {e.message}"),
         )
     Console().print(table)
     return 0

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
@@ -12,7 +11,19 @@ import typer
 
 from ..app import App
 from ._commands import existing, rebuild_with_progress, show_status, work
-from ._options import HeaderTimeout, Host, LogLevel, MaxConnections, Port, Workers
+from ._logging import configure_logging
+from ._options import (
+    AccessLog,
+    HeaderTimeout,
+    Host,
+    LogFormat,
+    LogLevel,
+    MaxConnections,
+    Port,
+    Workers,
+)
+from ._projections import projections_commands
+from ._relay import relay_command
 from ._run import EXIT_USAGE, Failure, report, run
 from ._serve import ServeOptions
 from ._target import AppSpec
@@ -105,6 +116,8 @@ def serve_command(
     header_timeout: HeaderTimeout = ServeOptions.header_timeout,
     max_connections: MaxConnections = ServeOptions.max_connections,
     log_level: LogLevel = ServeOptions.log_level,
+    log_format: LogFormat = "text",
+    access_log: AccessLog = True,
 ) -> None:
     """The HTTP API (an ASGI app connected to the App) and the projections."""
     given: _Given = ctx.obj
@@ -122,12 +135,15 @@ def serve_command(
         max_connections=max_connections,
         log_level=log_level,
     )
-    raise typer.Exit(serve(target, options, configure_logging=configure_logging))
+    # A partial of a module-level function: it pickles, for each worker process to call.
+    logs = partial(configure_logging, log_format, access_log=access_log)
+    raise typer.Exit(serve(target, options, configure_logging=logs))
 
 
 @cli.command()
-def worker(ctx: typer.Context) -> None:
+def worker(ctx: typer.Context, log_format: LogFormat = "text") -> None:
     """The projections only, no HTTP, until SIGTERM or SIGINT."""
+    configure_logging(log_format)
     run(work(_app(ctx)))
 
 
@@ -149,11 +165,12 @@ def status(
     run(show_status(_app(ctx, must_exist=True), as_json))
 
 
-def configure_logging() -> None:
-    """Log lines on stderr (stdout is for what a command answers)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+cli.add_typer(
+    projections_commands(partial(_app, must_exist=True)),
+    name="projections",
+    help="See and steer projections: parked events, pause, resume, retry, skip, rewind.",
+)
+relay_command(cli, partial(_app, must_exist=True))
 
 
 def main() -> None:

@@ -15,7 +15,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import ConfigurationError, CqrsKitError, PersistenceError
+from ..errors import (
+    ConfigurationError,
+    CqrsKitError,
+    InvalidAction,
+    PersistenceError,
+    UnknownProjection,
+)
 
 __all__ = [
     "EXIT_CANNOT_LISTEN",
@@ -53,7 +59,7 @@ class Failure(Exception):
 
 
 def exit_status(exc: CqrsKitError | OSError) -> int:
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | InvalidAction | UnknownProjection):
         return EXIT_USAGE
     if isinstance(exc, PersistenceError):
         return EXIT_DATABASE

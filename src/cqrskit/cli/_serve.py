@@ -171,6 +171,9 @@ async def serve_socket(
             served.asgi,
             lifespan="on",
             log_level=options.log_level,
+            # uvicorn's lines go to the command's handler, in its format (--log-format);
+            # the access log is cqrskit.fastapi's, one line per request with its id.
+            log_config=None,
             access_log=False,
             http=protocol_with_header_timeout(options.header_timeout),
             # Beyond it a request is answered 503 at once rather than queued.

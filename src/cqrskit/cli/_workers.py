@@ -70,8 +70,9 @@ def serve(
 ) -> int:
     """Serve until a stop signal; the exit status (a failure is reported in one line).
 
-    ``configure_logging``: called first in each worker process (``workers > 1``), which
-    starts afresh (a module-level function, so that it pickles)."""
+    ``configure_logging``: called here once the socket is bound (``--log-format``), and
+    first in each worker process (``workers > 1``), which starts afresh (a module-level
+    function, or a ``functools.partial`` of one, so that it pickles)."""
     try:
         options.check()
         served = load(target, options.workers)
@@ -80,6 +81,8 @@ def serve(
     except Failure as failure:
         report(failure.message)
         return failure.status
+    if configure_logging is not None:
+        configure_logging()
     with sock:
         line = listening_line(options.host, sock)
         if options.workers > 1:

@@ -24,6 +24,12 @@
   is not there in time; :func:`respond` puts ``X-Position`` on the answer.
 - :func:`responses` (and :data:`READ_RESPONSES`, :data:`WRITE_RESPONSES`) documents, per
   route, the ``X-Position`` header and the error answers with their real body shape.
+- :func:`connect` also makes :class:`RequestTracing` the outermost layer: ``X-Request-ID``
+  on every response, the request id in log lines (:func:`current_request_id`) and in the
+  events' correlation id, one ``cqrskit.access`` log line per request, ``on_request``
+  (metrics) and a span. See docs/observability.md.
+- :func:`operations_router`: the operator's ``/ops`` routes and live console, behind an
+  operator token (docs/operations-console.md).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from .._tracing import current_request_id
 from ..app import App
 from ._errors import (
     DEFAULT_ERRORS,
@@ -45,25 +52,45 @@ from ._errors import (
     error_response,
     install_errors,
 )
+from ._health import health_routes
+from ._idempotency import (
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    IdempotencyKeyHeader,
+    idempotency_key,
+)
+from ._operations import DEFAULT_ACTION_WAIT, operations_router
 from ._positions import MAX_POSITION_DIGITS, POSITION_HEADER, MinPosition, min_position, respond
+from ._tracing import RequestObserver, RequestTracing, trace_requests
 
 __all__ = [
+    "DEFAULT_ACTION_WAIT",
     "DEFAULT_ERRORS",
+    "IDEMPOTENCY_HEADER",
     "MAX_POSITION_DIGITS",
     "READ_RESPONSES",
+    "REPLAYED_HEADER",
     "WRITE_RESPONSES",
     "BadRequest",
     "Conflict",
     "Error",
     "ErrorHandler",
+    "IdempotencyKeyHeader",
     "MinPosition",
     "NotCaughtUp",
+    "RequestObserver",
+    "RequestTracing",
     "application",
     "connect",
+    "current_request_id",
     "error_response",
+    "health_routes",
+    "idempotency_key",
     "min_position",
+    "operations_router",
     "respond",
     "responses",
+    "trace_requests",
 ]
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -111,10 +138,13 @@ def connect(
     *,
     errors: Mapping[type[Exception], int | ErrorHandler] | None = None,
     run_projections: bool | None = None,
+    on_request: RequestObserver | None = None,
 ) -> None:
-    """Serve ``app`` through ``api``: see the module docstring."""
+    """Serve ``app`` through ``api``: see the module docstring. ``on_request(method,
+    route template, status, seconds)`` is called after each request (metrics)."""
     api.state.cqrskit = app
     install_errors(api, errors or {})
+    trace_requests(api, on_request)
     inner = api.router.lifespan_context
 
     @asynccontextmanager

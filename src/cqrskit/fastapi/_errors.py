@@ -18,6 +18,8 @@ from ..errors import (
     ConcurrencyError,
     ConsistencyTimeout,
     DamagedDatabase,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
     OperationalError,
     PositionBeyondLog,
     StorageFull,
@@ -118,6 +120,8 @@ def _unavailable(exc: Exception) -> Response:
 
 DEFAULT_ERRORS: dict[type[Exception], int | ErrorHandler] = {
     BadRequest: 400,
+    InvalidIdempotencyKey: 400,
+    IdempotencyKeyReused: 422,
     StreamNotFound: 404,
     ConcurrencyError: _conflict,
     ConsistencyTimeout: _not_caught_up,

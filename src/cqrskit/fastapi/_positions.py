@@ -63,9 +63,12 @@ def respond(
     """A JSON answer (``body``, else ``result.value``) carrying ``X-Position``. Encoded by
     msgspec (dataclasses and structs as objects), a fraction of ``json.dumps``'s time."""
     content = result.value if body is None else body
+    headers = {"X-Position": str(result.position)}
+    if isinstance(result, CommandResult) and result.replayed:
+        headers["Idempotent-Replayed"] = "true"  # answered from its idempotency key
     return Response(
         _json.encode(content),
         status_code=status_code,
-        headers={"X-Position": str(result.position)},
+        headers=headers,
         media_type="application/json",
     )

@@ -5,16 +5,17 @@ options: ``--data-dir`` or ``--write-url``/``--read-url`` and the ``SOCIAL_*`` v
 ``serve`` prints exactly one line on stdout, ``Listening on http://HOST:PORT``, once the
 projections run and the socket accepts connections (``--port 0`` picks a free port and
 prints it). SIGTERM or SIGINT: stop accepting, finish the requests in flight and the
-projections' current batch, exit 0. Logs go to stderr. ``serve --no-projections`` is an
-API process only (reads wait on the checkpoints that ``worker`` processes move);
-``serve --workers N`` is N processes on one port (see docs/cli.md).
+projections' current batch, exit 0. Logs go to stderr (``--log-format text|json``, each
+line with the id of the request it was written for: see docs/observability.md).
+``serve --no-projections`` is an API process only (reads wait on the checkpoints that
+``worker`` processes move); ``serve --workers N`` is N processes on one port (see
+docs/cli.md).
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -26,14 +27,18 @@ from cqrskit.cli import (
     EXIT_DATABASE,
     EXIT_ERROR,
     EXIT_USAGE,
+    AccessLog,
     HeaderTimeout,
     Host,
+    LogFormat,
     LogLevel,
     MaxConnections,
     Port,
     Served,
     ServeOptions,
     Workers,
+    configure_logging,
+    projections_commands,
     rebuild_with_progress,
     report,
     run,
@@ -47,7 +52,6 @@ from cqrskit.cli import (
 from .api import create_app
 from .api.schemas import STATUS_FIELDS
 from .infrastructure.bootstrap import SocialApp
-from .infrastructure.logs import OneLineFormatter
 from .infrastructure.settings import Settings
 
 __all__ = [
@@ -135,6 +139,8 @@ def serve(
     header_timeout: HeaderTimeout = ServeOptions.header_timeout,
     max_connections: MaxConnections = ServeOptions.max_connections,
     workers: Workers = ServeOptions.workers,
+    log_format: LogFormat = "text",
+    access_log: AccessLog = True,
 ) -> None:
     """The HTTP API and the projections (in one process, or --workers processes)."""
     options = ServeOptions(
@@ -147,12 +153,20 @@ def serve(
         log_level=log_level,
     )
     target = SocialTarget(_settings(data_dir, write_url, read_url))
-    raise typer.Exit(serve_target(target, options, configure_logging=_configure_logging))
+    # A partial of a module-level function: it pickles, for each worker process to call.
+    logs = partial(configure_logging, log_format, access_log=access_log)
+    raise typer.Exit(serve_target(target, options, configure_logging=logs))
 
 
 @app.command()
-def worker(data_dir: DataDir = None, write_url: WriteUrl = None, read_url: ReadUrl = None) -> None:
+def worker(
+    data_dir: DataDir = None,
+    write_url: WriteUrl = None,
+    read_url: ReadUrl = None,
+    log_format: LogFormat = "text",
+) -> None:
     """The projections only, no HTTP."""
+    configure_logging(log_format)
     run(work(_service(_settings(data_dir, write_url, read_url))))
 
 
@@ -180,12 +194,69 @@ def status(
     run(show_status(_service(settings, run_projections=False), as_json, STATUS_FIELDS))
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+def _operated(ctx: typer.Context) -> SocialApp:
+    """The service ``projections`` acts on (the group's options: ``ctx.obj``)."""
+    settings: Settings = ctx.obj
+    return _service(_existing(settings), run_projections=False)
+
+
+projections = projections_commands(_operated)
+
+
+@projections.callback()
+def _where(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    write_url: WriteUrl = None,
+    read_url: ReadUrl = None,
+) -> None:
+    """See and steer projections: parked events, pause, resume, retry, skip, rewind.
+
+    The database options come before the subcommand: social projections --data-dir D
+    retry posts."""
+    ctx.obj = _settings(data_dir, write_url, read_url)
+
+
+app.add_typer(projections, name="projections")
 
 
 def main() -> None:
-    _configure_logging()
+    configure_logging()
     app()
+
+
+SUBJECT_PREFIX = "social.events"
+"""``social relay`` publishes on ``social.events.<EventType>`` (docs/relay.md)."""
+
+
+@app.command()
+def relay(
+    nats_url: Annotated[
+        str,
+        typer.Option(
+            "--nats-url",
+            envvar="SOCIAL_NATS_URL",
+            metavar="URL",
+            help="The NATS server (JetStream on): nats://HOST:PORT.",
+        ),
+    ],
+    stream: Annotated[str, typer.Option("--stream", help="The JetStream stream.")] = "SOCIAL",
+    data_dir: DataDir = None,
+    write_url: WriteUrl = None,
+    read_url: ReadUrl = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Print the stream's position and lag, then exit.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: JSON.")] = False,
+    log_format: LogFormat = "text",
+) -> None:
+    """Publish every event, in log order, to a NATS JetStream stream (subjects
+    social.events.<EventType>): each once, by one process at a time (others stand by)."""
+    # Imported here: only this command needs nats-py (the nats extra).
+    from cqrskit.cli import relay_events, show_relay_status
+
+    configure_logging(log_format)
+    service = _service(_existing(_settings(data_dir, write_url, read_url)), run_projections=False)
+    if status:
+        run(show_relay_status(service, nats_url, stream, SUBJECT_PREFIX, as_json))
+    run(relay_events(service, nats_url, stream, SUBJECT_PREFIX))

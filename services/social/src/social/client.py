@@ -5,8 +5,12 @@ would) and sends it as ``X-Min-Position`` on every read, so a read never shows a
 older than this client's own last write. When the read side is not there within the
 server's wait (503 with ``Retry-After``), the read is retried with exponential backoff
 and full jitter (:func:`cqrskit.consistency.retry_read`), never sooner than the server
-asked. Writes are never retried here: a write may have been applied before its answer
-was lost, and only the caller knows whether repeating it is safe.
+asked.
+
+Every write carries an ``Idempotency-Key``, one per logical write (or the caller's own,
+``key=``): when its answer is lost (a timeout, a dropped connection, a 503), the write is
+sent again with the same key, with backoff, and the server answers from the first
+execution if there was one (``Idempotent-Replayed: true``) instead of applying it twice.
 
 ::
 
@@ -18,13 +22,17 @@ was lost, and only the caller knows whether repeating it is safe.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
 
-from cqrskit import retry_read
+from cqrskit import backoff_delays, retry_read
 
 __all__ = ["ReadNotCaughtUp", "SocialClient"]
+
+_RETRIED_WRITE_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+"""Where a write's answer may be lost after the server applied it: sent again, same key."""
 
 
 class ReadNotCaughtUp(Exception):
@@ -72,24 +80,38 @@ class SocialClient:
         self.token = str(response.json()["token"])
         return self.token
 
-    # -- writes: once, then remember where they got --------------------------------------------
+    # -- writes: one key each, retried with it, then remember where they got -------------------
 
-    async def post(self, path: str, body: Any = None) -> httpx.Response:
-        return await self._write("POST", path, body)
+    async def post(self, path: str, body: Any = None, *, key: str | None = None) -> httpx.Response:
+        return await self._write("POST", path, body, key)
 
-    async def patch(self, path: str, body: Any = None) -> httpx.Response:
-        return await self._write("PATCH", path, body)
+    async def patch(self, path: str, body: Any = None, *, key: str | None = None) -> httpx.Response:
+        return await self._write("PATCH", path, body, key)
 
-    async def put(self, path: str, body: Any = None) -> httpx.Response:
-        return await self._write("PUT", path, body)
+    async def put(self, path: str, body: Any = None, *, key: str | None = None) -> httpx.Response:
+        return await self._write("PUT", path, body, key)
 
-    async def delete(self, path: str) -> httpx.Response:
-        return await self._write("DELETE", path, None)
+    async def delete(self, path: str, *, key: str | None = None) -> httpx.Response:
+        return await self._write("DELETE", path, None, key)
 
-    async def _write(self, method: str, path: str, body: Any) -> httpx.Response:
-        response = await self._http.request(method, path, json=body, headers=self._headers())
-        self._saw(response)
-        return response
+    async def _write(self, method: str, path: str, body: Any, key: str | None) -> httpx.Response:
+        headers = {**self._headers(), "Idempotency-Key": key or uuid.uuid4().hex}
+        delays = backoff_delays(self._base_delay, self._max_delay, attempts=self._attempts)
+        while True:
+            try:
+                response = await self._http.request(method, path, json=body, headers=headers)
+            except _RETRIED_WRITE_ERRORS:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code == 503 and (delay := next(delays, None)) is not None:
+                retry_after = response.headers.get("retry-after", "0")
+                await asyncio.sleep(max(delay, float(retry_after) if retry_after.isdigit() else 0))
+                continue
+            self._saw(response)
+            return response
 
     # -- reads: at least at our position, retried with backoff ---------------------------------
 

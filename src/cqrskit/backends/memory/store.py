@@ -18,7 +18,17 @@ from typing import TypeVar
 
 from ...codec import Codec
 from ...errors import StoreClosed
-from ...eventstore import ANY, AppendResult, EventStore, ExpectedVersion, Snapshot, check_expected
+from ...eventstore import (
+    ANY,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    Snapshot,
+    StreamAppend,
+    Within,
+    check_expected,
+)
+from ...idempotency import IDEMPOTENCY_DDL
 from ...messages import Event, Metadata, RecordedEvent, new_id
 from ...projection import Projection
 from ...sql import SqlTx
@@ -38,19 +48,22 @@ class MemoryEventStore(EventStore):
         self._log: list[RecordedEvent] = []
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
-        self._lock = threading.Lock()
-        """Appends with inline handlers change the log on the write model's thread."""
+        self._lock = threading.RLock()
+        """Held from an append's version check to its change of the log: appends run on
+        the loop, or (with inline handlers, or several streams) on the write model's
+        thread."""
         self._appended = asyncio.Event()
         self._closed = False
         self._db = MemoryDatabase()
         self._inline = tuple(p.as_inline_handler(codec) for p in inline)
-        if inline:
 
-            def create(tx: SqlTx) -> None:
-                for projection in inline:
-                    projection.create_schema(tx)
+        def create(tx: SqlTx) -> None:
+            for statement in IDEMPOTENCY_DDL:
+                tx.execute(statement)
+            for projection in inline:
+                projection.create_schema(tx)
 
-            self._db.write_sync(create)
+        self._db.write_sync(create)
 
     async def append(
         self,
@@ -81,6 +94,18 @@ class MemoryEventStore(EventStore):
         events: Sequence[Event],
         wake: Callable[[], object],
     ) -> AppendResult:
+        with self._lock:
+            return self._append_locked(stream_id, expected_version, encoded, meta, events, wake)
+
+    def _append_locked(
+        self,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        encoded: list[tuple[str, int, bytes]],
+        meta: bytes,
+        events: Sequence[Event],
+        wake: Callable[[], object],
+    ) -> AppendResult:
         stream = self._streams.get(stream_id, [])
         check_expected(stream_id, expected_version, len(stream))
         now = time.time()
@@ -101,11 +126,66 @@ class MemoryEventStore(EventStore):
         ]
         if self._inline:
             self._db.write_sync(lambda tx: self._run_inline(tx, records, events))
-        with self._lock:
-            self._log.extend(records)
-            self._streams[stream_id] = stream + records
+        self._log.extend(records)
+        self._streams[stream_id] = stream + records
         wake()
         return AppendResult(records[-1].position, records[-1].stream_version)
+
+    async def append_streams(
+        self,
+        appends: Sequence[StreamAppend],
+        metadata: Metadata | None = None,
+        *,
+        within: Within | None = None,
+    ) -> list[AppendResult]:
+        self._check_open()
+        if not appends and within is None:
+            return []
+        meta = self.codec.encode_metadata(metadata)
+        parts = [(a, self._encode(a.events, metadata)[0]) for a in appends]
+        loop = asyncio.get_running_loop()
+        wake = functools.partial(loop.call_soon_threadsafe, self._wake)
+        return await self._db.run(lambda: self._append_streams_sync(parts, meta, within, wake))
+
+    def _append_streams_sync(
+        self,
+        parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
+        meta: bytes,
+        within: Within | None,
+        wake: Callable[[], object],
+    ) -> list[AppendResult]:
+        with self._lock:
+            now, head = time.time(), len(self._log)
+            versions: dict[str, int] = {}
+            batches: list[tuple[StreamAppend, list[RecordedEvent]]] = []
+            for append, encoded in parts:
+                stream_id = append.stream_id
+                version = versions.get(stream_id, len(self._streams.get(stream_id, ())))
+                check_expected(stream_id, append.expected_version, version)
+                records = [
+                    RecordedEvent(
+                        head + i, stream_id, version + i, new_id(), name, schema, payload, meta, now
+                    )
+                    for i, (name, schema, payload) in enumerate(encoded, 1)
+                ]
+                head, versions[stream_id] = head + len(records), version + len(records)
+                batches.append((append, records))
+            results = [AppendResult(r[-1].position, r[-1].stream_version) for _, r in batches]
+
+            def transaction(tx: SqlTx) -> None:
+                for append, records in batches:
+                    self._run_inline(tx, records, append.events)
+                if within is not None:
+                    within(tx, results)
+
+            self._db.write_sync(transaction)  # raises: nothing is stored, the log untouched
+            for _, records in batches:
+                self._log.extend(records)
+                stream_id = records[0].stream_id
+                self._streams[stream_id] = self._streams.get(stream_id, []) + records
+            if batches:
+                wake()
+            return results
 
     def _run_inline(
         self, tx: SqlTx, records: Sequence[RecordedEvent], events: Sequence[Event]

@@ -16,7 +16,16 @@ from typing import Any
 import psycopg
 
 from ...errors import ConcurrencyError, IntegrityError, UniqueViolation
-from ...eventstore import ANY, NO_STREAM, AppendResult, ExpectedVersion, InlineHandler
+from ...eventstore import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    ExpectedVersion,
+    InlineHandler,
+    StreamAppend,
+    Within,
+    check_expected,
+)
 from ...messages import Event, RecordedEvent, new_id
 from ._pool import PgPool
 from .connection import PgTx
@@ -146,6 +155,120 @@ class Appender:
         tx = PgTx(conn)
         for handler in self._inline_handlers:
             handler(tx, records, events)
+
+    # -- several streams in one transaction ------------------------------------------------------
+
+    def append_streams(
+        self, parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]], meta: bytes,
+        within: Within | None,
+    ) -> list[AppendResult]:  # fmt: skip
+        """See :meth:`~cqrskit.EventStore.append_streams`; retried like :meth:`append` when
+        only streams appended with ``ANY`` lost a race."""
+        for attempt in range(_ANY_RETRIES + 1):
+            try:
+                return self._try_append_streams(parts, meta, within)
+            except UniqueViolation as exc:
+                if exc.constraint != _STREAM_KEY:
+                    raise
+            # A concurrent append took a version this one computed, and committed first.
+            for append, _ in parts:
+                if append.expected_version is not ANY:
+                    actual = self.stream_version(append.stream_id)
+                    check_expected(append.stream_id, append.expected_version, actual)
+            if attempt == _ANY_RETRIES:
+                raise ConcurrencyError(parts[0][0].stream_id, ANY, -1)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _try_append_streams(
+        self, parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]], meta: bytes,
+        within: Within | None,
+    ) -> list[AppendResult]:  # fmt: skip
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    results = self._insert_streams(conn, parts, meta) if parts else []
+                    if within is not None:
+                        within(PgTx(conn), results)
+                    return results
+            except (psycopg.errors.IntegrityError, IntegrityError, ConcurrencyError):
+                raise  # after the allocation returned (its lock released), or before it
+            except BaseException:
+                _release_allocation_lock(conn)
+                raise
+
+    def _insert_streams(
+        self,
+        conn: psycopg.Connection[Any],
+        parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
+        meta: bytes,
+    ) -> list[AppendResult]:
+        # The versions are read first (reads give the transaction no id), checked, and only
+        # then are positions allocated: as the allocation must, it is the transaction's
+        # first write (rule 1 of the proof in .store). A stream appended to meanwhile makes
+        # the INSERT collide on its version: a ConcurrencyError, the whole batch undone.
+        streams = sorted({append.stream_id for append, _ in parts})
+        current = dict(conn.execute(_VERSIONS, (streams,)).fetchall())
+        versions: dict[str, int] = {}
+        planned: list[tuple[StreamAppend, list[str], int]] = []
+        for append, encoded in parts:
+            stream_id = append.stream_id
+            version = versions.get(stream_id, int(current.get(stream_id, 0)))
+            check_expected(stream_id, append.expected_version, version)
+            planned.append((append, [new_id() for _ in encoded], version))
+            versions[stream_id] = version + len(encoded)
+        total = sum(len(encoded) for _, encoded in parts)
+        row = conn.execute("SELECT cqrskit_allocate_positions(%s)", (total,)).fetchone()
+        assert row is not None
+        position = int(row[0])
+        columns: dict[str, list[Any]] = {k: [] for k in _ROW_ARRAYS}
+        for (append, ids, version), (_, encoded) in zip(planned, parts, strict=True):
+            for i, (event_id, (name, schema, payload)) in enumerate(zip(ids, encoded, strict=True)):
+                columns["positions"].append(position)
+                columns["streams"].append(append.stream_id)
+                columns["versions"].append(version + i + 1)
+                columns["ids"].append(event_id)
+                columns["types"].append(name)
+                columns["schemas"].append(schema)
+                columns["payloads"].append(payload)
+                position += 1
+        rows = conn.execute(_INSERT_ROWS, {**columns, "meta": meta}).fetchall()
+        recorded = {int(p): float(at) for p, at in rows}
+        results: list[AppendResult] = []
+        offset = 0
+        tx = PgTx(conn)
+        for (append, ids, version), (_, encoded) in zip(planned, parts, strict=True):
+            n = len(encoded)
+            first = columns["positions"][offset]
+            if self._inline_handlers:
+                records = [
+                    RecordedEvent(
+                        first + i, append.stream_id, version + i + 1, ids[i], name, schema,
+                        payload, meta, recorded[first + i],
+                    )
+                    for i, (name, schema, payload) in enumerate(encoded)
+                ]  # fmt: skip
+                for handler in self._inline_handlers:
+                    handler(tx, records, append.events)
+            results.append(AppendResult(first + n - 1, version + n))
+            offset += n
+        return results
+
+
+_VERSIONS = (
+    "SELECT stream_id, max(stream_version) FROM cqrskit_events"
+    " WHERE stream_id = ANY(%s) GROUP BY stream_id"
+)
+_ROW_ARRAYS = ("positions", "streams", "versions", "ids", "types", "schemas", "payloads")
+_INSERT_ROWS = """
+INSERT INTO cqrskit_events
+    (position, stream_id, stream_version, event_id, type, schema_version, payload, metadata)
+SELECT u.position, u.stream_id, u.stream_version, u.event_id, u.type, u.schema_version,
+       u.payload, %(meta)s
+FROM unnest(%(positions)s::bigint[], %(streams)s::text[], %(versions)s::int[],
+            %(ids)s::uuid[], %(types)s::text[], %(schemas)s::int[], %(payloads)s::bytea[])
+     AS u(position, stream_id, stream_version, event_id, type, schema_version, payload)
+RETURNING position, extract(epoch FROM recorded_at)::float8
+"""
 
 
 def append_params(

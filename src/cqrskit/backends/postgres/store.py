@@ -63,6 +63,9 @@ fallback (``poll_interval``) for hints lost to a crash between commit and notify
 stay the truth: a wake that names a commit the waiter had not seen yet ends the wait
 without a look (the waiter's next read is that look); any other wake is checked.
 
+Why this module is long: the proof above constrains every line of the code below it, and
+belongs beside it.
+
 **Connections.** At most ``pool_max + 2``: the pool's, the notifier's (from the first
 append), the listener's (from the first wait). A full pool: see :mod:`.connection`.
 """
@@ -88,6 +91,8 @@ from ...eventstore import (
     ExpectedVersion,
     InlineHandler,
     Snapshot,
+    StreamAppend,
+    Within,
 )
 from ...messages import Event, Metadata, RecordedEvent
 from ...projection import Projection
@@ -242,6 +247,25 @@ class PostgresEventStore(EventStore):
         self._committed(result.position)
         self._notifier.poke(result.position)
         return result
+
+    async def append_streams(
+        self,
+        appends: Sequence[StreamAppend],
+        metadata: Metadata | None = None,
+        *,
+        within: Within | None = None,
+    ) -> list[AppendResult]:
+        self._check_open()
+        if not appends and within is None:
+            return []
+        meta = self.codec.encode_metadata(metadata)
+        parts = [(a, self._encode(a.events, metadata)[0]) for a in appends]
+        results = await self._run(lambda: self._appender.append_streams(parts, meta, within))
+        if results:
+            last = max(r.position for r in results)
+            self._committed(last)
+            self._notifier.poke(last)
+        return results
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         def save() -> None:

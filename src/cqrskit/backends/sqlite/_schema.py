@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ...errors import SchemaError
+from ...idempotency import IDEMPOTENCY_DDL
 from ...projection import Projection
 from .connection import SqliteTx, connect, write_transaction
 
@@ -44,6 +45,7 @@ _SCHEMA = (
         version INTEGER NOT NULL,
         state BLOB NOT NULL
     ) WITHOUT ROWID""",
+    *IDEMPOTENCY_DDL,  # idempotency keys, stored in the transaction of their command
 )
 
 

@@ -42,86 +42,35 @@ from ...eventstore import (
     ExpectedVersion,
     InlineHandler,
     Snapshot,
-    check_expected,
+    StreamAppend,
+    Within,
 )
 from ...messages import Event, Metadata, RecordedEvent, new_id
 from ...projection import Projection
 from ...sql import SqlTx
+from ._append import COLUMNS, STREAM_VERSION, AppendRequest, AppendStreamsRequest
 from ._groupcommit import GroupCommitWriter, Request, StoreStats
 from ._schema import SCHEMA_VERSION, open_log
-from .connection import ReaderConnections, SqliteTx, converted, read_transaction
+from .connection import ReaderConnections, converted, read_transaction
 
 __all__ = ["SCHEMA_VERSION", "SqliteEventStore", "StoreStats"]
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "position, stream_id, stream_version, event_id, type, schema_version, payload, metadata,"
-    " recorded_at"
-)
+_COLUMNS = COLUMNS
 _SELECT_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _SELECT_STREAM = (
     f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ?"
     " ORDER BY stream_version"
 )
-_INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
-_STREAM_VERSION = "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?"
-"""The last entry of the (stream_id, stream_version) index: one B-tree descent."""
+_STREAM_VERSION = STREAM_VERSION
 
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _READER_CACHE_KIB = 256
 """Page cache of each reader connection, in KiB."""
 _POLL_INTERVAL = 0.05
 """How often ``wait_for_new_events`` looks for commits made by other processes."""
-
-
-class _Append(Request):
-    appends = True
-    __slots__ = ("encoded", "events", "expected", "inline", "metadata", "stream_id")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        inline: tuple[InlineHandler, ...],
-        stream_id: str,
-        expected: ExpectedVersion,
-        encoded: list[tuple[str, str, int, bytes]],
-        metadata: bytes,
-        events: Sequence[Event],
-    ) -> None:
-        super().__init__(loop)
-        self.inline = inline
-        self.stream_id = stream_id
-        self.expected = expected
-        self.encoded = encoded
-        self.metadata = metadata
-        self.events = events
-
-    def run(self, conn: sqlite3.Connection, head: int, now: float) -> tuple[Any, int]:
-        stream_id = self.stream_id
-        encoded = self.encoded
-        # The writer holds the write lock (BEGIN IMMEDIATE): nobody else moves the version
-        # before this request ends.
-        ((actual,),) = conn.execute(_STREAM_VERSION, (stream_id,)).fetchall()
-        check_expected(stream_id, self.expected, actual)
-        meta = self.metadata
-        rows = [
-            (head + i, stream_id, actual + i, event_id, type_name, schema, payload, meta, now)
-            for i, (event_id, type_name, schema, payload) in enumerate(encoded, 1)
-        ]
-        if len(rows) == 1:
-            conn.execute(_INSERT_EVENT, rows[0])
-        else:
-            conn.executemany(_INSERT_EVENT, rows)
-        inline = self.inline
-        if inline:
-            records = [RecordedEvent(*r) for r in rows]
-            tx = SqliteTx(conn)
-            for handler in inline:
-                handler(tx, records, self.events)
-        last = head + len(rows)
-        return AppendResult(last, actual + len(rows)), last
 
 
 class _SaveSnapshot(Request):
@@ -239,7 +188,7 @@ class SqliteEventStore(EventStore):
         # Encoded here, on the caller's side: the writer thread only does SQL, and an
         # unregistered event fails before anything is queued.
         encoded, meta = self._encode(events, metadata)
-        request = _Append(
+        request = AppendRequest(
             asyncio.get_running_loop(),
             self._inline_handlers,
             stream_id,
@@ -251,6 +200,26 @@ class SqliteEventStore(EventStore):
         self._writer.submit(request)
         result: AppendResult = await request.future
         return result
+
+    async def append_streams(
+        self,
+        appends: Sequence[StreamAppend],
+        metadata: Metadata | None = None,
+        *,
+        within: Within | None = None,
+    ) -> list[AppendResult]:
+        self._check_open()
+        if not appends and within is None:
+            return []
+        meta = self.codec.encode_metadata(metadata)
+        parts = [
+            (a, [(new_id(), *e) for e in self._encode(a.events, metadata)[0]]) for a in appends
+        ]
+        loop = asyncio.get_running_loop()
+        request = AppendStreamsRequest(loop, self._inline_handlers, parts, meta, within)
+        self._writer.submit(request)
+        results: list[AppendResult] = await request.future
+        return results
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         self._check_open()

@@ -11,7 +11,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from cqrskit.fastapi import connect
+from cqrskit.fastapi import connect, health_routes, operations_router
 
 from ..infrastructure.bootstrap import SocialApp
 from ..infrastructure.settings import Settings
@@ -38,10 +38,17 @@ def create_app(
         redoc_url=None,
     )
     opened = service or SocialApp(settings, run_projections=run_projections)
-    connect(app, opened, errors=ERRORS)
+    # Also the outermost layer: X-Request-ID, the access log, the HTTP metrics, a span.
+    connect(app, opened, errors=ERRORS, on_request=opened.metrics.observe_request)
     _serve_docs(app)
     app.include_router(router)
-    # Added last: the outermost of ours (catch-all, then deadline, then body limit).
+    app.include_router(health_routes(opened))
+    # /ops: the operator's routes and console, behind SOCIAL_OPS_TOKEN (404 without it);
+    # an action's POST answers (202 while pending) well within the request deadline.
+    ops_wait = min(5.0, settings.request_timeout / 2)
+    app.include_router(operations_router(opened, token=settings.ops_token, wait=ops_wait))
+    # Added last: the outermost of ours (catch-all, then deadline, then body limit), inside
+    # cqrskit's request tracing (so its answers carry the request id too).
     app.add_middleware(Guard, limit=settings.max_body_bytes, seconds=settings.request_timeout)
     return app
 

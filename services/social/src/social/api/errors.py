@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
+from cqrskit import UniqueViolation
 from cqrskit.fastapi import ErrorHandler, error_response
 
 from ..application.throttle import TooManyAttempts
@@ -36,6 +37,13 @@ def _invalid_value(exc: Exception) -> Response:
     return error_response(422, str(exc), details=details)
 
 
+def _email_taken(exc: Exception) -> Response:
+    # The write model's one UNIQUE constraint is the email's. Met in the handler, it is
+    # EmailAlreadyRegistered; a command run once per idempotency key meets it at its
+    # commit, after the handler returned, as cqrskit's UniqueViolation.
+    return error_response(409, str(EmailAlreadyRegistered()))
+
+
 def _invalid_token(exc: Exception) -> Response:
     return error_response(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
 
@@ -53,6 +61,7 @@ ERRORS: dict[type[Exception], int | ErrorHandler] = {
     NotAllowed: 403,
     UserNotFound: 404,
     EmailAlreadyRegistered: 409,
+    UniqueViolation: _email_taken,
     InvalidValue: _invalid_value,
     CannotFollowSelf: 422,
 }

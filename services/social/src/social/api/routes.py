@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
 
-from cqrskit import Query, QueryResult
-from cqrskit.fastapi import respond, responses
+from cqrskit import IdempotencyKey, Query, QueryResult
+from cqrskit.fastapi import IdempotencyKeyHeader, respond, responses
 
 from ..application import commands as c
 from ..application import queries as q
@@ -62,9 +62,11 @@ def _page(page: q.Page[Any]) -> dict[str, Any]:
     tags=["users"],
     responses=SIGN_UP,
 )
-async def register(body: s.Registration, container: Services) -> Response:
+async def register(
+    body: s.Registration, container: Services, key: IdempotencyKeyHeader
+) -> Response:
     cmd = c.RegisterUser(body.email, body.password, body.display_name, body.avatar_url)
-    result = await container.dispatch(cmd)
+    result = await container.dispatch(cmd, idempotency=key)  # anonymous: the key's own scope
     return respond(result, {"id": result.value.id, "version": result.value.version}, 201)
 
 
@@ -103,7 +105,11 @@ async def get_user(
     responses=USER_WRITE,
 )
 async def update_profile(
-    user_id: UserId, body: s.ProfileChange, container: Services, me: CurrentUser
+    user_id: UserId,
+    body: s.ProfileChange,
+    container: Services,
+    me: CurrentUser,
+    key: IdempotencyKeyHeader,
 ) -> Response:
     given = body.model_fields_set
     cmd = c.UpdateProfile(
@@ -113,7 +119,7 @@ async def update_profile(
         display_name=body.display_name if "display_name" in given else KEEP,
         avatar_url=body.avatar_url if "avatar_url" in given else KEEP,
     )
-    result = await container.dispatch(cmd)
+    result = await container.dispatch(cmd, idempotency=_mine(key, me))
     return respond(result, {"id": result.value.id, "version": result.value.version})
 
 
@@ -127,8 +133,10 @@ async def update_profile(
     tags=["posts"],
     responses=USER_CREATE,
 )
-async def create_post(body: s.NewPost, container: Services, me: CurrentUser) -> Response:
-    result = await container.dispatch(c.CreatePost(me, body.content))
+async def create_post(
+    body: s.NewPost, container: Services, me: CurrentUser, key: IdempotencyKeyHeader
+) -> Response:
+    result = await container.dispatch(c.CreatePost(me, body.content), idempotency=_mine(key, me))
     return respond(result, {"id": result.value.id}, 201)
 
 
@@ -154,8 +162,10 @@ async def list_posts(
     tags=["follows"],
     responses=USER_WRITE,
 )
-async def follow(user_id: UserId, container: Services, me: CurrentUser) -> Response:
-    result = await container.dispatch(c.FollowUser(me, user_id))
+async def follow(
+    user_id: UserId, container: Services, me: CurrentUser, key: IdempotencyKeyHeader
+) -> Response:
+    result = await container.dispatch(c.FollowUser(me, user_id), idempotency=_mine(key, me))
     return respond(result, {"following": result.value.following})
 
 
@@ -165,8 +175,10 @@ async def follow(user_id: UserId, container: Services, me: CurrentUser) -> Respo
     tags=["follows"],
     responses=USER_WRITE,
 )
-async def unfollow(user_id: UserId, container: Services, me: CurrentUser) -> Response:
-    result = await container.dispatch(c.UnfollowUser(me, user_id))
+async def unfollow(
+    user_id: UserId, container: Services, me: CurrentUser, key: IdempotencyKeyHeader
+) -> Response:
+    result = await container.dispatch(c.UnfollowUser(me, user_id), idempotency=_mine(key, me))
     return respond(result, {"following": result.value.following})
 
 
@@ -223,3 +235,9 @@ async def projections(container: Services) -> Response:
 async def metrics(container: Services) -> Response:
     body = container.metrics.render(await container.status())
     return Response(body, media_type=CONTENT_TYPE)
+
+
+def _mine(key: IdempotencyKey | None, user_id: str) -> IdempotencyKey | None:
+    """The request's idempotency key, scoped to the authenticated caller (the contract:
+    a key is the caller's, whichever of their tokens sent it)."""
+    return None if key is None else key.for_caller(user_id)

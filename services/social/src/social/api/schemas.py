@@ -15,6 +15,7 @@ __all__ = [
     "PostItem",
     "PostPage",
     "ProfileChange",
+    "ProjectionFailureInfo",
     "ProjectionInfo",
     "Registration",
     "SessionRequest",
@@ -106,6 +107,19 @@ class Following(BaseModel):
     following: bool
 
 
+class ProjectionFailureInfo(BaseModel):
+    """Why a projection stopped: the event it stopped at (none for a failure no event
+    caused: the log diverged, say) and the error."""
+
+    position: int
+    event_id: str
+    event_type: str
+    stream_id: str
+    message: str
+    attempts: int
+    since: float
+
+
 class ProjectionInfo(BaseModel):
     name: str
     position: int
@@ -113,6 +127,8 @@ class ProjectionInfo(BaseModel):
     lag_events: int
     lag_seconds: float
     state: str
+    error: ProjectionFailureInfo | None
+    parked: int
 
 
 STATUS_FIELDS = tuple(ProjectionInfo.model_fields)

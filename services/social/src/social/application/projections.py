@@ -83,6 +83,7 @@ class UserProfiles(Projection):
     """Profiles with denormalized counters and the user stream's version."""
 
     name = "user_profiles"
+    on_failure = "park"
     pipelined = True  # handlers only write, and never look at row counts
     tables = ("user_profiles",)
 
@@ -129,6 +130,7 @@ class Posts(Projection):
     the registered users too, so a listing answers 404 from this projection alone."""
 
     name = "posts"
+    on_failure = "park"
     pipelined = True  # handlers only write, and never look at row counts
     tables = ("posts", "post_authors")
 
@@ -159,6 +161,7 @@ class Follows(Projection):
     (followers, following) are answered from this projection alone."""
 
     name = "follows"
+    on_failure = "park"
     pipelined = True  # handlers only write, and never look at row counts
     tables = ("follows", "follow_users")
 

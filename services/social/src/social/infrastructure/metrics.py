@@ -1,16 +1,29 @@
 """Prometheus metrics of one app instance, in its own registry (tests build many apps).
 
-Command and query counts and latencies come from cqrskit's ``timing_middleware``; the
-projection gauges are set from the runner's status at scrape time.
+Command and query counts and latencies come from cqrskit's ``timing_middleware``; HTTP
+requests (by route template, never the raw path, so the series stay bounded) from
+``cqrskit.fastapi.connect``'s ``on_request``; the projection gauges are set from the
+runner's status at scrape time; the process's CPU, memory, file descriptors, garbage
+collections and Python version from prometheus_client's own collectors, registered here
+too (they live in its default registry, which this one is not).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
-from cqrskit import ProjectionStatus
+from cqrskit import PROJECTION_STATES, ProjectionStatus
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -32,6 +45,22 @@ class Metrics:
         self.query_seconds = Histogram(
             "social_query_seconds", "Query latency", ["query"], buckets=_BUCKETS, registry=r
         )
+        self.http_requests = Counter(
+            "social_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "social_http_request_duration_seconds",
+            "HTTP request latency in the app, from the request's headers to its answer's last byte",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.position = Gauge(
             "social_projection_position", "Last position processed", ["projection"], registry=r
         )
@@ -42,6 +71,21 @@ class Metrics:
         self.lag_seconds = Gauge(
             "social_projection_lag_seconds",
             "Age of the oldest unprocessed event",
+            ["projection"],
+            registry=r,
+        )
+        self.state = Gauge(
+            "social_projection_state",
+            "1 for the projection's current state, 0 for the others",
+            ["projection", "state"],
+            registry=r,
+        )
+        self.parked = Gauge(
+            "social_projection_parked", "Events parked (not applied)", ["projection"], registry=r
+        )
+        self.events_per_second = Gauge(
+            "social_projection_events_per_second",
+            "Events applied per second (recent rate)",
             ["projection"],
             registry=r,
         )
@@ -56,10 +100,19 @@ class Metrics:
             self.queries.labels(name, outcome).inc()
             self.query_seconds.labels(name).observe(seconds)
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """The ``on_request`` callback of ``cqrskit.fastapi.connect``."""
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_seconds.labels(method, route).observe(seconds)
+
     def render(self, statuses: Iterable[ProjectionStatus]) -> bytes:
         for s in statuses:
             self.position.labels(s.name).set(s.position)
             self.head.labels(s.name).set(s.head)
             self.lag_events.labels(s.name).set(s.lag_events)
             self.lag_seconds.labels(s.name).set(s.lag_seconds)
+            self.parked.labels(s.name).set(s.parked)
+            self.events_per_second.labels(s.name).set(s.events_per_second)
+            for state in PROJECTION_STATES:  # every state has its series: alerts see 0 -> 1 changes
+                self.state.labels(s.name, state).set(1 if s.state == state else 0)
         return generate_latest(self.registry)

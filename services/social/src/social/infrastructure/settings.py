@@ -15,6 +15,9 @@ __all__ = ["DEFAULT_PG_CONNECTIONS", "Settings"]
 
 _N = TypeVar("_N", int, float)
 
+MIN_OPS_TOKEN = 16
+"""As cqrskit.fastapi.operations_router requires: the token is the only lock on /ops."""
+
 DEFAULT_PG_CONNECTIONS = 12
 """Event-store pool 4, read pool 5, plus the 3 dedicated: eight processes fit in a default
 server (``max_connections`` 100, of which 3 are reserved for superusers)."""
@@ -44,6 +47,9 @@ class Settings:
     pg_pool_timeout: float = 1.0
     """PostgreSQL: seconds a call waits for a free pooled connection before it fails (503
     with ``Retry-After``; ``SOCIAL_PG_POOL_TIMEOUT``); well under ``request_timeout``."""
+    ops_token: str | None = None
+    """The operator token (``SOCIAL_OPS_TOKEN``, at least 16 characters): opens the
+    ``/ops`` routes and console (docs/operations-console.md); None: they answer 404."""
 
     def url(self) -> str:
         """The event store's URL: PostgreSQL's when given (with ``read_url`` for the read
@@ -64,7 +70,7 @@ class Settings:
     ) -> Settings:
         """Explicit arguments win over the environment: ``SOCIAL_DATA_DIR``,
         ``SOCIAL_WRITE_URL``, ``SOCIAL_READ_URL``, ``SOCIAL_SECRET``,
-        ``SOCIAL_PG_CONNECTIONS``, ``SOCIAL_PG_POOL_TIMEOUT``."""
+        ``SOCIAL_PG_CONNECTIONS``, ``SOCIAL_PG_POOL_TIMEOUT``, ``SOCIAL_OPS_TOKEN``."""
         env = os.environ
         secret = env.get("SOCIAL_SECRET")
         return cls(
@@ -76,7 +82,15 @@ class Settings:
                 "SOCIAL_PG_CONNECTIONS", int, DEFAULT_PG_CONNECTIONS, "a whole number"
             ),
             pg_pool_timeout=_env_number("SOCIAL_PG_POOL_TIMEOUT", float, 1.0, "seconds"),
+            ops_token=_ops_token(),
         )
+
+
+def _ops_token() -> str | None:
+    token = os.environ.get("SOCIAL_OPS_TOKEN", "").strip()
+    if token and len(token) < MIN_OPS_TOKEN:
+        raise ConfigurationError(f"SOCIAL_OPS_TOKEN must be at least {MIN_OPS_TOKEN} characters")
+    return token or None
 
 
 def _env_number(name: str, kind: type[_N], default: _N, what: str) -> _N:

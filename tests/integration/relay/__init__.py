@@ -1,0 +1,1 @@
+"""The relay to NATS JetStream, against real nats-server processes."""
