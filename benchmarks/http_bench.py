@@ -116,7 +116,9 @@ def http_figures(run: Run, backend: str, workers: int = 1) -> dict[str, float]:
         args = ["--write-url", write, "--read-url", read]
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args += ["--workers", str(workers)]
+    # The access log off: these figures measure the framework, as before the access log
+    # existed; its cost is measured apart (docs/observability.md).
+    args += ["--workers", str(workers), "--no-access-log"]
     server = Server(["--host", "127.0.0.1", "--port", str(port), *args], env)
     label = f"http/{backend}/w{workers}"
     try:

@@ -5,6 +5,13 @@ when it returns, :func:`_commit` appends them, to every stream, with the key and
 answer, in one transaction (``EventStore.append_streams``). The commit runs inside the
 command bus's middleware chain, so a conflict there is retried like one in the handler
 (``retry_on_conflict``), handler included.
+
+The key is not looked up before the handler runs: a first request (nearly every one)
+would pay a read for nothing. A repeat runs the handler, whose effects are never stored:
+its commit fails on the key (the key's row is the primary key), or the handler fails
+(the first request changed what it checks: a version, an existence). Either way the key
+is then looked up and its answer given instead. Only a stored key makes a repeat: a
+failure with no stored key is the request's own, and is raised.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ import msgspec
 
 from .bus import CommandBus, CommandResult
 from .context import CommandContext
-from .errors import IdempotencyKeyReused, StoreClosed
+from .errors import IdempotencyKeyReused, StoreClosed, UniqueViolation
 from .eventstore import AppendResult, EventStore
 from .idempotency import (
     IdempotencyKey,
     KeyTaken,
     StoredAnswer,
     find_answer,
+    is_key_taken,
     purge_expired,
     store_answer,
 )
@@ -53,9 +61,6 @@ async def dispatch_once(
     clock: Callable[[], float] = time.time,
 ) -> CommandResult[T]:
     """Run ``command`` unless its key has an answer; then answer from it (``replayed``)."""
-    stored = await _stored(store, key, clock())
-    if stored is not None:
-        return _replay(command, stored)
     ctx = CommandContext(correlation_id=correlation_id, extra=dict(extra or {}), held=[])
 
     async def commit(value: Any) -> None:
@@ -65,10 +70,16 @@ async def dispatch_once(
     try:
         return await bus.dispatch(command, context=ctx)
     except KeyTaken:
-        # The same key committed first (two at once): its answer is this one's.
+        # The key is stored (a repeat, or the same key committed first by another
+        # request at the same time): its answer is this one's.
         stored = await _stored(store, key, clock())
         if stored is None:  # it expired in between: vanishingly rare, and safe to refuse
             raise IdempotencyKeyReused(key.key) from None
+        return _replay(command, stored)
+    except Exception:
+        stored = await _stored(store, key, clock())  # raises IdempotencyKeyReused
+        if stored is None:
+            raise  # the request's own failure: nothing stored, the key stays free
         return _replay(command, stored)
 
 
@@ -96,7 +107,12 @@ async def _commit(
         position = max([ctx.position, *(r.position for r in results)])
         store_answer(tx, key, answer, position, now, ttl)
 
-    results = await store.append_streams(held, ctx.metadata(), within=within)
+    try:
+        results = await store.append_streams(held, ctx.metadata(), within=within)
+    except UniqueViolation as exc:
+        if is_key_taken(exc):
+            raise KeyTaken(key.key) from None
+        raise
     for result in results:
         ctx.saw(result.position)
 

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import InvalidIdempotencyKey
+from .errors import InvalidIdempotencyKey, UniqueViolation
 from .sql import SqlTx
 
 __all__ = [
@@ -39,6 +38,7 @@ __all__ = [
     "KeyTaken",
     "StoredAnswer",
     "find_answer",
+    "is_key_taken",
     "purge_expired",
     "store_answer",
 ]
@@ -50,7 +50,7 @@ IDEMPOTENCY_DDL = (
     "CREATE TABLE IF NOT EXISTS cqrskit_idempotency (scope TEXT NOT NULL, key TEXT NOT NULL,"
     " fingerprint TEXT NOT NULL, answer TEXT NOT NULL, position BIGINT NOT NULL,"
     " created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (scope, key))",
+    " PRIMARY KEY (scope, key))",  # SQLite adds WITHOUT ROWID: the key is the row's place
     "CREATE INDEX IF NOT EXISTS cqrskit_idempotency_expiry ON cqrskit_idempotency (expires_at)",
 )
 """Created with the log's tables by every backend."""
@@ -97,8 +97,14 @@ class StoredAnswer:
 
 
 class KeyTaken(Exception):
-    """Raised inside the command's transaction when its key is stored already (a
-    duplicate committed first): the transaction rolls back whole."""
+    """The command's key was stored already (a repeat, or a duplicate that committed
+    first): its transaction rolled back whole."""
+
+
+def is_key_taken(exc: UniqueViolation) -> bool:
+    """Whether ``exc`` is the key's primary key refusing a second row (the backends name
+    the constraint differently; each name holds the table's)."""
+    return "cqrskit_idempotency" in f"{exc.constraint or ''} {exc}"
 
 
 def find_answer(tx: SqlTx, key: IdempotencyKey, now: float) -> StoredAnswer | None:
@@ -116,37 +122,27 @@ def find_answer(tx: SqlTx, key: IdempotencyKey, now: float) -> StoredAnswer | No
 def store_answer(
     tx: SqlTx, key: IdempotencyKey, answer: str, position: int, now: float, ttl: float
 ) -> None:
-    """Store the key with its answer, in the command's transaction; :class:`KeyTaken`
-    when a live one is there (an expired one is replaced)."""
-    # The WHERE of DO UPDATE replaces an expired row only; a live one makes the statement
-    # insert nothing and return no row: the key is taken.
-    row = tx.fetchone(
+    """Store the key with its answer, in the command's transaction. A live key there makes
+    the INSERT fail on the primary key (:func:`is_key_taken`), and the transaction with
+    it; an expired one is deleted first. Two statements that need no answer from the
+    database: a backend may send them with the commit, in one round trip."""
+    tx.execute(
+        "DELETE FROM cqrskit_idempotency WHERE scope = ? AND key = ? AND expires_at <= ?",
+        (key.scope, key.key, now),
+    )
+    tx.execute(
         "INSERT INTO cqrskit_idempotency (scope, key, fingerprint, answer, position,"
-        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
-        " answer = excluded.answer, position = excluded.position,"
-        " created_at = excluded.created_at, expires_at = excluded.expires_at"
-        " WHERE cqrskit_idempotency.expires_at <= excluded.created_at"
-        " RETURNING position",
+        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (key.scope, key.key, key.fingerprint, answer, position, now, now + ttl),
     )
-    if row is None:
-        raise KeyTaken(key.key)
 
 
 def purge_expired(tx: SqlTx, now: float, limit: int) -> int:
-    """Delete up to ``limit`` expired keys; how many were deleted."""
-    rows: Iterable[tuple[object, ...]] = tx.fetchall(
-        "SELECT scope, key FROM cqrskit_idempotency WHERE expires_at <= ? LIMIT ?",
+    """Delete up to ``limit`` expired keys; how many were deleted (counted from the rows
+    the statement returns: a pipelined transaction has no row count)."""
+    deleted = tx.fetchall(
+        "DELETE FROM cqrskit_idempotency WHERE (scope, key) IN (SELECT scope, key"
+        " FROM cqrskit_idempotency WHERE expires_at <= ? LIMIT ?) RETURNING 1",
         (now, limit),
     )
-    deleted = 0
-    for scope, key in rows:
-        deleted += max(
-            0,
-            tx.execute(
-                "DELETE FROM cqrskit_idempotency WHERE scope = ? AND key = ? AND expires_at <= ?",
-                (scope, key, now),
-            ),
-        )
-    return deleted
+    return len(deleted)

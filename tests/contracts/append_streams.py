@@ -9,9 +9,15 @@ import time
 
 import pytest
 
-from cqrskit import ANY, NO_STREAM, ConcurrencyError, Event, EventStore, SqlTx
+from cqrskit import ANY, NO_STREAM, ConcurrencyError, Event, EventStore, SqlTx, UniqueViolation
 from cqrskit.eventstore import AppendResult, StreamAppend
-from cqrskit.idempotency import IdempotencyKey, KeyTaken, find_answer, purge_expired, store_answer
+from cqrskit.idempotency import (
+    IdempotencyKey,
+    find_answer,
+    is_key_taken,
+    purge_expired,
+    store_answer,
+)
 
 
 def Moved(amount: int) -> Event:
@@ -71,8 +77,9 @@ class AppendStreamsContract:
         assert (found.answer, found.position, found.fingerprint) == ('"ok"', 1, KEY.fingerprint)
 
         # The same key again: its transaction fails whole, its events are not stored.
-        with pytest.raises(KeyTaken):
+        with pytest.raises(UniqueViolation) as taken:
             await store.append_streams([StreamAppend("b", [Moved(2)])], within=record)
+        assert is_key_taken(taken.value)
         assert await store.head_position() == 1
         assert await store.read_stream("b") == []
         # Another scope is another key.
@@ -97,7 +104,8 @@ class AppendStreamsContract:
         )
         done = [o for o in outcomes if not isinstance(o, BaseException)]
         assert len(done) == 1
-        assert all(isinstance(o, KeyTaken) for o in outcomes if isinstance(o, BaseException))
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        assert all(isinstance(o, UniqueViolation) and is_key_taken(o) for o in refused)
         assert await store.head_position() == done[0][0].position
         assert len(await store.read_all(0)) == 1
 

@@ -46,9 +46,15 @@ class Nothing(Command[str]):
     pass
 
 
+@dataclass(frozen=True)
+class OnlyOnce(Command[str]):
+    """Succeeds the first time, fails after (as a PATCH whose version moved would)."""
+
+
 class Accounts(App):
     events = (Opened,)
     runs: int = 0
+    done_once: bool = False
 
     @command(Open)
     async def open_one(self, cmd: Open) -> Receipt:
@@ -71,6 +77,14 @@ class Accounts(App):
     @command(Nothing)
     async def nothing(self, cmd: Nothing) -> str:
         return "nothing to do"
+
+    @command(OnlyOnce)
+    async def only_once(self, cmd: OnlyOnce) -> str:
+        if type(self).done_once:
+            raise RuntimeError("already done")
+        type(self).done_once = True
+        await self.append(f"account-{new_id()}", [Opened("once")])
+        return "done"
 
 
 async def _child(url: str, key: str, title: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from cqrskit import IdempotencyKey, IdempotencyKeyReused, InvalidIdempotencyKey
 from tests.integration import _once_app
-from tests.integration._once_app import Accounts, Nothing, Open, OpenTwo, Receipt
+from tests.integration._once_app import Accounts, Nothing, OnlyOnce, Open, OpenTwo, Receipt
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -37,11 +37,13 @@ def key(name: str = "k1", fingerprint: str = "fp", scope: str = "") -> Idempoten
     return IdempotencyKey(name, fingerprint, scope)
 
 
-async def test_a_repeat_is_answered_without_running(app: Accounts) -> None:
+async def test_a_repeat_is_answered_from_the_store_and_stores_nothing(app: Accounts) -> None:
     first = await app.dispatch(Open("a"), idempotency=key())
     head = await app.store.head_position()
     again = await app.dispatch(Open("a"), idempotency=key())
-    assert Accounts.runs == 1
+    # The repeat's handler ran (the key is looked up only when its commit fails on it)
+    # and made another id: its effects were never stored, the first answer is given.
+    assert Accounts.runs == 2
     assert (again.value, again.position, again.replayed) == (first.value, first.position, True)
     assert isinstance(again.value, Receipt)  # decoded into the command's result type
     assert first.replayed is False
@@ -53,7 +55,7 @@ async def test_the_key_with_another_request_is_refused(app: Accounts) -> None:
     await app.dispatch(Open("a"), idempotency=key(fingerprint="one"))
     with pytest.raises(IdempotencyKeyReused):
         await app.dispatch(Open("b"), idempotency=key(fingerprint="two"))
-    assert Accounts.runs == 1
+    assert len(await app.store.read_all(0)) == 1
 
 
 async def test_keys_are_per_caller(app: Accounts) -> None:
@@ -68,6 +70,17 @@ async def test_sixteen_at_once_execute_once(app: Accounts) -> None:
     assert len({r.value.id for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
     assert len(await app.store.read_all(0)) == 1
+
+
+async def test_a_repeat_whose_handler_now_fails_gets_the_first_answer(app: Accounts) -> None:
+    Accounts.done_once = False
+    first = await app.dispatch(OnlyOnce(), idempotency=key())
+    # The same request again, whose handler fails this time (as a PATCH whose version
+    # the first request moved would): answered from the store all the same.
+    again = await app.dispatch(OnlyOnce(), idempotency=key())
+    assert (again.value, again.replayed) == (first.value, True)
+    with pytest.raises(RuntimeError, match="already done"):  # without the key: its failure
+        await app.dispatch(OnlyOnce())
 
 
 async def test_a_failure_stores_nothing_and_the_key_may_be_used_again(app: Accounts) -> None:
@@ -138,7 +151,6 @@ async def test_killed_between_the_commit_and_the_answer_the_retry_replays(
         Accounts.runs = 0
         retried = await app.dispatch(Open("title"), idempotency=key("k-crash", "fp-title"))
         assert retried.replayed is True
-        assert Accounts.runs == 0
-        (event,) = await app.store.read_all(0)
+        (event,) = await app.store.read_all(0)  # the retry stored nothing
         assert event.stream_id == f"account-{retried.value.id}"
         assert retried.position == event.position

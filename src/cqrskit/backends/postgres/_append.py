@@ -10,6 +10,7 @@ reported as :class:`~cqrskit.errors.ConcurrencyError` (or retried, for ``ANY``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,9 +64,14 @@ RETURNING position, stream_version, extract(epoch FROM recorded_at)::float8
 class Appender:
     """Runs appends on the pool's connections (blocking: call it on a pool thread)."""
 
-    def __init__(self, pool: PgPool, inline: tuple[InlineHandler, ...]) -> None:
+    def __init__(
+        self, pool: PgPool, inline: tuple[InlineHandler, ...], inline_pipelined: bool = False
+    ) -> None:
         self._pool = pool
         self._inline_handlers = inline
+        self._pipeline = inline_pipelined or not inline
+        """Whether ``append_streams`` may pipeline: the inline projections (if any) all
+        declare ``pipelined`` (they never look at a statement's row count)."""
 
     def stream_version(self, stream_id: str) -> int:
         with self._pool.connection() as conn:
@@ -185,16 +191,49 @@ class Appender:
     ) -> list[AppendResult]:  # fmt: skip
         with self._pool.connection() as conn:
             try:
-                with conn.transaction():
-                    results = self._insert_streams(conn, parts, meta) if parts else []
+                # Pipelined: BEGIN travels with the first statement, and what ``within``
+                # writes (it needs no answer: an idempotency key) with the COMMIT. One
+                # stream, the common case, is then two round trips: BEGIN and the append
+                # statement (its rows are needed), then within's statements and COMMIT.
+                with contextlib.ExitStack() as stack:
+                    if self._pipeline:
+                        stack.enter_context(conn.pipeline())
+                    stack.enter_context(conn.transaction())
+                    if len(parts) == 1:
+                        results = [self._insert_one(conn, *parts[0], meta)]
+                    else:
+                        results = self._insert_streams(conn, parts, meta) if parts else []
                     if within is not None:
                         within(PgTx(conn), results)
-                    return results
+                return results
             except (psycopg.errors.IntegrityError, IntegrityError, ConcurrencyError):
                 raise  # after the allocation returned (its lock released), or before it
             except BaseException:
                 _release_allocation_lock(conn)
                 raise
+
+    def _insert_one(
+        self,
+        conn: psycopg.Connection[Any],
+        append: StreamAppend,
+        encoded: list[tuple[str, int, bytes]],
+        meta: bytes,
+    ) -> AppendResult:
+        """One stream's append with the single APPEND statement (version check, allocation
+        and insert), inside the caller's transaction."""
+        expected = append.expected_version
+        wanted = expected if isinstance(expected, int) else (0 if expected is NO_STREAM else None)
+        ids = [new_id() for _ in encoded]
+        params = append_params(append.stream_id, wanted, ids, encoded, meta)
+        rows = sorted(conn.execute(APPEND, params).fetchall(), key=_by_version)
+        if not rows:  # the stream is not at the wanted version (or got there just after)
+            found = conn.execute(_VERSION, (append.stream_id,)).fetchone()
+            actual = 0 if found is None else int(found[0])
+            raise ConcurrencyError(append.stream_id, expected, actual)
+        if self._inline_handlers:
+            self._run_inline(conn, append.stream_id, ids, encoded, meta, rows, append.events)
+        last = rows[-1]
+        return AppendResult(int(last[0]), int(last[1]))
 
     def _insert_streams(
         self,

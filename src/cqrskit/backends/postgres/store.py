@@ -167,7 +167,9 @@ class PostgresEventStore(EventStore):
             on_open=self._setup,
             timeout=pool_timeout,
         )
-        self._appender = Appender(self._pool, self._inline_handlers)
+        self._appender = Appender(
+            self._pool, self._inline_handlers, all(p.pipelined for p in self._inline)
+        )
         self._closed = False
         self._lock = threading.Lock()
         self._waiters = Waiters()

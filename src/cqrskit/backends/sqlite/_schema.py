@@ -45,7 +45,11 @@ _SCHEMA = (
         version INTEGER NOT NULL,
         state BLOB NOT NULL
     ) WITHOUT ROWID""",
-    *IDEMPOTENCY_DDL,  # idempotency keys, stored in the transaction of their command
+    # Idempotency keys, stored in the transaction of their command; WITHOUT ROWID: the
+    # key is where the row lives, one B-tree less to write per command (measured: the
+    # keyed command path spends most of its extra time writing this row).
+    IDEMPOTENCY_DDL[0] + " WITHOUT ROWID",
+    *IDEMPOTENCY_DDL[1:],
 )
 
 

@@ -35,6 +35,7 @@ KEY_VERSION = 2
 class UsersTable(Projection):
     name = "users"
     tables = ("users",)
+    pipelined = True  # its handlers only write: an append may send them with its commit
 
     def create_schema(self, tx: SqlTx) -> None:
         tx.execute(
