@@ -260,6 +260,22 @@ def open_read_db(target: Target) -> ReadDatabase:
     return PostgresDatabase(target.read, pool_timeout=30.0)
 
 
+async def _catch_up(
+    store: EventStore, db: ReadDatabase, projection: Projection, n_events: int, cap: float
+) -> float:
+    """Events/s of one projection catching up on ``n_events`` from an empty read model."""
+    runner = ProjectionRunner(store, db, [projection], batch_size=1000)
+    start = time.perf_counter()
+    await runner.start()
+    try:
+        reached = await runner.wait_for(projection.name, n_events, timeout=cap)
+    except ConsistencyTimeout:
+        reached = runner.position(projection.name)
+    elapsed = time.perf_counter() - start
+    await runner.stop()
+    return min(reached, n_events) / elapsed
+
+
 class CqrskitSystem:
     name = "cqrskit"
 
@@ -321,18 +337,8 @@ class CqrskitSystem:
     def catchup(self, n_events: int, cap: float) -> float:
         async def measure(store: EventStore) -> float:
             db = open_read_db(self.target)
-            projection = UsersProjection()
             try:
-                runner = ProjectionRunner(store, db, [projection], batch_size=1000)
-                start = time.perf_counter()
-                await runner.start()
-                try:
-                    reached = await runner.wait_for(projection.name, n_events, timeout=cap)
-                except ConsistencyTimeout:
-                    reached = runner.position(projection.name)
-                elapsed = time.perf_counter() - start
-                await runner.stop()
-                return min(reached, n_events) / elapsed
+                return await _catch_up(store, db, UsersProjection(), n_events, cap)
             finally:
                 await db.close()
 
@@ -350,16 +356,7 @@ class CqrskitSystem:
 
         async def once(store: EventStore, db: ReadDatabase, projection: Projection) -> float:
             await db.write(empty)
-            runner = ProjectionRunner(store, db, [projection], batch_size=1000)
-            start = time.perf_counter()
-            await runner.start()
-            try:
-                reached = await runner.wait_for(projection.name, n_events, timeout=cap)
-            except ConsistencyTimeout:
-                reached = runner.position(projection.name)
-            elapsed = time.perf_counter() - start
-            await runner.stop()
-            return min(reached, n_events) / elapsed
+            return await _catch_up(store, db, projection, n_events, cap)
 
         async def measure(store: EventStore) -> dict[str, float]:
             db = open_read_db(self.target)

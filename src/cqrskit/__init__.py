@@ -70,7 +70,7 @@ from .idempotency import IdempotencyKey
 from .lease import Lease
 from .messages import Command, Event, Metadata, Query, RecordedEvent, new_id
 from .monitoring import STATES as PROJECTION_STATES
-from .monitoring import ProjectionStatus, projection_status
+from .monitoring import ProjectionStatus, RelayReport, projection_status, relay_reports
 from .operations import Operations
 from .projection import Projection, handles
 from .readside import ReadDatabase, RebuildTarget, create_read_models
@@ -132,6 +132,7 @@ __all__ = [
     "RebuildResult",
     "RebuildTarget",
     "RecordedEvent",
+    "RelayReport",
     "Repository",
     "RetryPolicy",
     "Row",
@@ -161,6 +162,7 @@ __all__ = [
     "query",
     "read_position",
     "rebuild",
+    "relay_reports",
     "retry_on_conflict_middleware",
     "retry_read",
     "subscribe",

@@ -133,6 +133,15 @@ class EventStore(ABC):
         write transaction of the log's database. Raises as :meth:`append` does.
         """
 
+    def _encode_appends(
+        self, appends: Sequence[StreamAppend], metadata: Metadata | None
+    ) -> tuple[list[tuple[StreamAppend, list[tuple[str, int, bytes]]]], bytes]:
+        """What every ``append_streams`` does before any I/O: each part's events encoded
+        (one that does not encode fails the whole before anything is stored), and the
+        metadata, once."""
+        parts = [(a, self._encode(a.events, metadata)[0]) for a in appends]
+        return parts, self.codec.encode_metadata(metadata)
+
     def _encode(
         self, events: Sequence[Event], metadata: Metadata | None
     ) -> tuple[list[tuple[str, int, bytes]], bytes]:

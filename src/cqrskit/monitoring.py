@@ -3,6 +3,8 @@
 :func:`projection_status` answers from the checkpoint table and the event store alone, so
 any process can ask (the ``status`` CLI, an API process that runs no projection); a
 running :class:`~cqrskit.runner.ProjectionRunner` answers the same with its own live view.
+:func:`relay_reports` does the same for the relays to a broker, from the rows they report
+(``cqrskit._relays``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._lineage import divergence
+from ._relays import ACTIVE, read_reports
 from .checkpoints import CheckpointRow, ProjectionFailure, read_rows
 from .errors import DamagedDatabase, PersistenceError
 from .eventstore import EventStore
@@ -25,10 +28,12 @@ __all__ = [
     "STATES",
     "ProjectionStatus",
     "RateMeter",
+    "RelayReport",
     "lag_seconds",
     "projection_status",
     "read_checkpoints",
     "readiness",
+    "relay_reports",
     "status_of",
 ]
 
@@ -196,6 +201,59 @@ async def projection_status(
     head = await store.head_position()
     now = clock()
     return [await status_of(store, name, rows.get(name), head, now) for name in names]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReport:
+    """A relay's progress as it last reported it, with the lag behind the log now."""
+
+    stream: str
+    """The broker stream it publishes to."""
+    position: int | None
+    """The log position the broker stream ends at (None: not known yet)."""
+    head: int
+    """Last position of the log."""
+    lag_events: int | None
+    """Events of the log after ``position``: not acknowledged by the broker when the
+    relay last reported (None: ``position`` unknown)."""
+    lag_seconds: float | None
+    """Age of the oldest of them now (0 when caught up)."""
+    state: str
+    """``running`` (publishing), ``waiting`` (for the broker or the database: retrying),
+    ``standby`` (another process holds the stream), ``stopped``, or ``stalled``: it said
+    running or waiting but has not reported for :data:`STALE_AFTER` seconds (its process
+    may be gone)."""
+    updated_at: float
+    """Epoch seconds of its last report."""
+    holder: str
+    """The process that reported it, ``host:pid``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def relay_reports(
+    store: EventStore, db: ReadDatabase, *, clock: Callable[[], float] = time.time
+) -> list[RelayReport]:
+    """What each relay of the app last reported (by stream), for any process: read from
+    the read database, never from the broker. The lag is measured against the log now."""
+    rows = await db.read(read_reports)
+    if not rows:
+        return []
+    head = await store.head_position()
+    now = clock()
+    found = []
+    for stream, position, state, updated_at, holder in rows:
+        if state in ACTIVE and now - updated_at > STALE_AFTER:
+            state = "stalled"
+        behind = seconds = None
+        if position is not None:
+            behind = await store.lag_events(position, head)
+            seconds = round(await lag_seconds(store, position, head, now), 3)
+        found.append(
+            RelayReport(stream, position, head, behind, seconds, state, updated_at, holder)
+        )
+    return found
 
 
 async def readiness(

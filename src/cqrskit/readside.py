@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from ._parking import Parking, parked_table
+from ._relays import ensure_relays_table
 from .actions import ensure_actions_table
 from .checkpoints import ensure_table, read_position
 from .errors import ConfigurationError, DamagedDatabase
@@ -98,8 +99,8 @@ class ReadDatabase(Protocol):
 
 
 async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]) -> dict[str, int]:
-    """Create the checkpoint table and these projections' tables, unless present; return
-    each projection's checkpoint.
+    """Create the checkpoint table, the actions' and the relays' (``cqrskit._relays``), and
+    these projections' tables, unless present; return each projection's checkpoint.
 
     The one place read-side schemas are created (the runner's start, the rebuild, an API
     process that runs no projection), in one ``write_schema`` transaction: processes
@@ -113,6 +114,7 @@ async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]
     def create(tx: SqlTx) -> dict[str, int]:
         ensure_table(tx)
         ensure_actions_table(tx)
+        ensure_relays_table(tx)
         for projection in projections:
             create_schema(projection, tx)
         return {p.name: read_position(tx, p.name) for p in projections}

@@ -6,11 +6,13 @@ The operator logs in with the token (a wrong one shows the form again, and no da
 the projections and sees the lag grow as notes are appended, within a second of each; resumes
 them, and sees the poison notes parked with their error (user data shown as text, never as
 HTML) and the projection that stops in error; skips one parked note with a reason; removes
-the bug, retries, and sees parked and lag go to 0; restarts the stopped projection. The page
+the bug, retries, and sees parked and lag go to 0; restarts the stopped projection. The
+"Relays" table shows once a relay has reported itself in the read database. The page
 loads nothing from another origin and logs no console error (but the login page's 401)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -33,6 +35,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from cqrskit._relays import write_report
+from tests.e2e._ops_app import Notebook
 from tests.e2e.test_docs_page import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -228,6 +232,15 @@ def note(http: httpx.Client, stream_id: str, text: str) -> int:
     return position
 
 
+async def report_relay(url: str, position: int, holder: str) -> None:
+    """A relay's report, as ``cqrskit relay`` writes it into the app's read database."""
+    async with Notebook(url, run_projections=False) as notebook:
+        now = time.time()
+        await notebook.db.write(
+            lambda tx: write_report(tx, "NOTES", position, "running", now, holder, stale_before=0)
+        )
+
+
 def test_an_operator_parks_fixes_and_retries_in_the_console(
     browser: Browser, served: tuple[Served, Path], http: httpx.Client, tmp_path: Path
 ) -> None:
@@ -306,8 +319,22 @@ def test_an_operator_parks_fixes_and_retries_in_the_console(
     page.click("Restart of note_count", '[data-projection="note_count"] [data-action="restart"]')
     page.shows("note_count", state="running", lag_events="0", error="")
 
+    # -- a relay reports itself: its table shows, as text ------------------------------------
+    assert not driver.find_element(By.ID, "relays").is_displayed()
+    head = note(http, "stream-a", "relayed")
+    holder = "host-<b>1</b>:42"
+    asyncio.run(report_relay(f"sqlite:///{tmp_path / 'data'}", head - 1, holder))
+    page.wait("the relays", lambda d: d.find_element(By.ID, "relays").is_displayed())
+    row = '#relays tr[data-relay="NOTES"]'
+    cells = {
+        c.get_attribute("data-field"): c.text
+        for c in driver.find_elements(By.CSS_SELECTOR, f"{row} td")
+    }
+    assert cells.items() >= {"state": "running", "position": str(head - 1), "head": str(head),
+                             "lag_events": "1", "holder": holder}.items()  # fmt: skip
+
     texts = [text for _, text in http.get("/notes").json()]
-    assert texts == ["hello", "second", POISON_B, "after the poison"]  # in stream order
+    assert texts == ["hello", "second", POISON_B, "after the poison", "relayed"]  # in stream order
     assert not browser.foreign_requests(server.url), browser.diagnosis("requests", server.url)
     assert not browser.console_errors, browser.diagnosis("console errors", server.url)
     with contextlib.suppress(Exception):

@@ -251,6 +251,7 @@ CQRSKIT_API = {
     "IdempotencyKey", "IdempotencyKeyReused", "InvalidIdempotencyKey", "StreamAppend",
     "read_position", "rebuild", "retry_on_conflict_middleware", "retry_read",
     "subscribe", "timing_middleware", "wait_for_position",
+    "RelayReport", "relay_reports",
 }  # fmt: skip
 
 BACKEND_API = {

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..actions import Action
+from ..actions import Action, ActionKind
 from ..app import App
 from ._commands import show_status
 from ._run import EXIT_ERROR, EXIT_USAGE, Failure, err, run
@@ -164,47 +164,29 @@ def projections_commands(get_app: GetApp) -> typer.Typer:
         """Who did what to the projections, when, why, and what came of it."""
         run(_history(app_of(ctx), name, limit, as_json))
 
-    @group.command()
-    def pause(
-        ctx: typer.Context, name: Name, reason: Reason = "", by: By = None, wait: Wait = 10.0
-    ) -> None:
-        """Stop applying events until resumed (kept across restarts)."""
-        ops_by = _who(by)
-        run(
-            _act(
-                app_of(ctx),
-                lambda a: a.operations.pause(name, by=ops_by, reason=reason, wait=wait),
-                wait,
-            )
-        )
+    def simple(kind: ActionKind, summary: str) -> None:
+        """``pause``, ``resume``, ``restart``: a projection's name and who asks, why."""
 
-    @group.command()
-    def resume(
-        ctx: typer.Context, name: Name, reason: Reason = "", by: By = None, wait: Wait = 10.0
-    ) -> None:
-        """Apply events again after a pause."""
-        ops_by = _who(by)
-        run(
-            _act(
-                app_of(ctx),
-                lambda a: a.operations.resume(name, by=ops_by, reason=reason, wait=wait),
-                wait,
+        def command(
+            ctx: typer.Context, name: Name, reason: Reason = "", by: By = None, wait: Wait = 10.0
+        ) -> None:
+            ops_by = _who(by)
+            run(
+                _act(
+                    app_of(ctx),
+                    lambda a: a.operations.request(
+                        name, kind, {}, by=ops_by, reason=reason, wait=wait
+                    ),
+                    wait,
+                )
             )
-        )
 
-    @group.command()
-    def restart(
-        ctx: typer.Context, name: Name, reason: Reason = "", by: By = None, wait: Wait = 10.0
-    ) -> None:
-        """Start a projection stopped in error again, from its checkpoint."""
-        ops_by = _who(by)
-        run(
-            _act(
-                app_of(ctx),
-                lambda a: a.operations.restart(name, by=ops_by, reason=reason, wait=wait),
-                wait,
-            )
-        )
+        command.__doc__ = summary
+        group.command(kind)(command)
+
+    simple("pause", "Stop applying events until resumed (kept across restarts).")
+    simple("resume", "Apply events again after a pause.")
+    simple("restart", "Start a projection stopped in error again, from its checkpoint.")
 
     @group.command()
     def retry(

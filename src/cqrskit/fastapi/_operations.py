@@ -14,6 +14,8 @@ Routes (under ``prefix``, ``/ops`` by default; none in the OpenAPI document):
   ``GET /ops/projections/{name}/parked?stream_id=&limit=`` (``{"parked": [...]}``),
   ``GET /ops/actions?projection=&limit=`` (``{"actions": [...]}``, newest first),
   ``GET /ops/actions/{id}``.
+- ``GET /ops/relays`` (``{"relays": [...]}``): what each relay to a broker last reported
+  of itself in the read database (:func:`cqrskit.monitoring.relay_reports`), with its lag.
 - ``POST /ops/projections/{name}/{pause|resume|restart|retry|skip|rewind}[?wait=s]``
   with a JSON body (``reason``, and per action ``stream_id``, ``position``,
   ``to_position``, ``to_time``): 200 with the action once done, 202 while pending
@@ -40,6 +42,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ..actions import Action
 from ..app import App
 from ..errors import ConfigurationError, InvalidAction, UnknownProjection
+from ..monitoring import relay_reports
 from ._operator_auth import SESSION_SECONDS, Denied, OperatorAuth
 from ._ops_input import BadInput, count, limited_body, number, operator, read_action
 
@@ -217,6 +220,10 @@ def operations_router(
             return _error(404, f"no action {action_id!r}")
         return _json(found.to_dict())
 
+    async def relays(request: Request) -> Response:
+        found = await relay_reports(app.store, app.db)
+        return _json({"relays": [r.to_dict() for r in found]})
+
     # -- actions -------------------------------------------------------------------------------
 
     async def act(request: Request, name: str, action: str) -> Response:
@@ -259,6 +266,7 @@ def operations_router(
     )
     router.add_api_route("/actions", guarded(history), methods=["GET"])
     router.add_api_route("/actions/{action_id}", guarded(one_action), methods=["GET"])
+    router.add_api_route("/relays", guarded(relays), methods=["GET"])
     return router
 
 

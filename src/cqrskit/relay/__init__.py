@@ -19,7 +19,10 @@ restarted, several at once) or to the broker: see docs/relay.md and
 - :func:`to_message` (:class:`RelayMessage`): what is published for one event;
   :func:`position_of`: the log position a published body carries;
 - :class:`RelayStatus`, :func:`relay_status`: lag in events and seconds, from the relay
-  or from any process; :func:`prometheus_text`, :func:`serve_metrics`: as gauges;
+  or from any process that reaches the broker; :func:`prometheus_text`,
+  :func:`serve_metrics`: as gauges. Without the broker: the relay reports itself in the
+  app's read database (:mod:`cqrskit.relay.report`), which :func:`cqrskit.relay_reports`
+  reads in any process (``GET /ops/relays``);
 - errors: :class:`RelayError` and below (:mod:`cqrskit.relay.errors`).
 
 This package is the ``nats`` extra (nats-py): ``import cqrskit`` never imports it.

@@ -22,6 +22,10 @@ broker's guard above holds whoever publishes.
 
 **Failures.** The broker or the database away: one log line (again only when the reason
 changes), a retry after a backoff (:func:`~cqrskit.backoff_delays`), never a traceback.
+
+**Its report.** Given the app's read database (:meth:`Relay.for_app` does), it reports its
+state and position there (:mod:`cqrskit.relay.report`), for every process of the app to
+see. A report, never its checkpoint: it does not resume from it.
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ from ..errors import PersistenceError
 from ..eventstore import EventStore
 from ..lease import Lease
 from ..messages import RecordedEvent
+from ..readside import ReadDatabase
 from .errors import BrokerRefused, BrokerUnavailable, StreamMoved
 from .message import to_message
 from .publisher import Publisher, StreamEnd
+from .report import Reporter
 from .status import RelayStatus, measure
 
 if TYPE_CHECKING:
@@ -53,12 +59,17 @@ log = logging.getLogger("cqrskit.relay")
 OnAcked = Callable[[Sequence[RecordedEvent]], None]
 OnState = Callable[[str, str], None]
 
+_REPORTED = {"relaying": "running", "waiting": "waiting", "standby": "standby"}
+"""Its states as reported (``stopped`` is reported once, when it stops)."""
+
 
 class Relay:
     """Publishes the log of ``store`` through ``publisher``, from where the broker stream
     ends (see the module docstring). ``lease`` (the app's): publish only while holding
     ``relay:<stream>``; ``on_state(state, line)`` is told each change of state with a line
-    for an operator; ``on_acked(events)`` each batch the broker acknowledged (metrics)."""
+    for an operator; ``on_acked(events)`` each batch the broker acknowledged (metrics);
+    ``report_to``: the read database where it reports its progress (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -72,6 +83,7 @@ class Relay:
         max_delay: float = 5.0,
         on_state: OnState | None = None,
         on_acked: OnAcked | None = None,
+        report_to: ReadDatabase | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -85,6 +97,7 @@ class Relay:
         self.max_delay = max_delay
         self.on_state = on_state
         self.on_acked = on_acked
+        self.reporter = None if report_to is None else Reporter(report_to, publisher.stream)
         self.state = "starting"
         """``starting``, ``relaying``, ``standby`` (another process holds the lease),
         ``waiting`` (the broker or the database is away: retrying) or ``stopped``."""
@@ -107,7 +120,8 @@ class Relay:
         on_acked: OnAcked | None = None,
     ) -> Relay:
         """The relay of an open app: its store, its backend's lease (the one its
-        projections use) renewed every ``app.lease_interval`` seconds."""
+        projections use) renewed every ``app.lease_interval`` seconds; it reports to the
+        app's read database."""
         return cls(
             app.store,
             publisher,
@@ -117,6 +131,7 @@ class Relay:
             lease_interval=app.lease_interval,
             on_state=on_state,
             on_acked=on_acked,
+            report_to=app.db,
         )
 
     @property
@@ -137,6 +152,7 @@ class Relay:
         delays = None
         try:
             while not stop.is_set():
+                await self._report()
                 try:
                     if not await self._hold_lease():
                         await _wait(stop, self.lease_interval)
@@ -152,11 +168,13 @@ class Relay:
                     delays = delays or backoff_delays(0.1, self.max_delay)
                     await self._failed(str(exc), next(delays), stop)
         finally:
-            self._end = None
+            position, self._end = self.position, None
             with contextlib.suppress(Exception):
                 await self.publisher.close()
             await self._release()
             self._set("stopped", "relay stopped")
+            if self.reporter is not None:
+                await self.reporter.report("stopped", position, now=True)
 
     async def _step(self, stop: asyncio.Event) -> None:
         if self._end is None:
@@ -193,6 +211,7 @@ class Relay:
             )
             self._failure = why
         self._set("waiting", f"waiting: {why}")
+        await self._report()
         await _wait(stop, delay)
 
     # -- the lease --------------------------------------------------------------------------
@@ -232,6 +251,14 @@ class Relay:
                     self.lease_name,
                     exc,
                 )
+
+    async def _report(self) -> None:
+        """Report the state and position, when due (:class:`~cqrskit.relay.report.Reporter`
+        decides): at the top of each turn of the loop, so after each batch, and about every
+        second while idle or standing by."""
+        state = _REPORTED.get(self.state)
+        if self.reporter is not None and state is not None:
+            await self.reporter.report(state, self.position)
 
     def _set(self, state: str, line: str) -> None:
         if state == self.state:

@@ -141,8 +141,7 @@ class MemoryEventStore(EventStore):
         self._check_open()
         if not appends and within is None:
             return []
-        meta = self.codec.encode_metadata(metadata)
-        parts = [(a, self._encode(a.events, metadata)[0]) for a in appends]
+        parts, meta = self._encode_appends(appends, metadata)
         loop = asyncio.get_running_loop()
         wake = functools.partial(loop.call_soon_threadsafe, self._wake)
         return await self._db.run(lambda: self._append_streams_sync(parts, meta, within, wake))

@@ -260,8 +260,7 @@ class PostgresEventStore(EventStore):
         self._check_open()
         if not appends and within is None:
             return []
-        meta = self.codec.encode_metadata(metadata)
-        parts = [(a, self._encode(a.events, metadata)[0]) for a in appends]
+        parts, meta = self._encode_appends(appends, metadata)
         results = await self._run(lambda: self._appender.append_streams(parts, meta, within))
         if results:
             last = max(r.position for r in results)

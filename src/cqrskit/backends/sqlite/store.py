@@ -211,10 +211,8 @@ class SqliteEventStore(EventStore):
         self._check_open()
         if not appends and within is None:
             return []
-        meta = self.codec.encode_metadata(metadata)
-        parts = [
-            (a, [(new_id(), *e) for e in self._encode(a.events, metadata)[0]]) for a in appends
-        ]
+        encoded, meta = self._encode_appends(appends, metadata)
+        parts = [(a, [(new_id(), *e) for e in events]) for a, events in encoded]
         loop = asyncio.get_running_loop()
         request = AppendStreamsRequest(loop, self._inline_handlers, parts, meta, within)
         self._writer.submit(request)

@@ -1,4 +1,5 @@
 // The operations console: polls the /ops JSON routes every 500 ms and renders them.
+// The relays' table shows only when at least one relay has reported (GET /ops/relays).
 // Everything shown is set as text (textContent, text nodes), never parsed as HTML: stream
 // ids and error messages are user data. Changes are POSTed as JSON with X-Ops-Console: 1
 // (with the session cookie, the server requires both: see cqrskit.fastapi._operator_auth).
@@ -223,6 +224,26 @@
       )));
   }
 
+  // -- relays: what each one last reported, shown once there is one ---------------------------
+
+  function renderRelays(relays) {
+    const cell = (field, value) => el("td", { "data-field": field }, value ?? "");
+    document.querySelector("#relays tbody").replaceChildren(...relays.map((r) =>
+      el(
+        "tr",
+        { "data-relay": r.stream, class: `state-${r.state}` },
+        el("th", { scope: "row" }, r.stream),
+        cell("state", r.state),
+        cell("position", r.position),
+        cell("head", r.head),
+        cell("lag_events", r.lag_events),
+        cell("lag_seconds", fixed(r.lag_seconds, 1)),
+        cell("updated_at", time(r.updated_at)),
+        cell("holder", r.holder),
+      )));
+    document.getElementById("relays").hidden = relays.length === 0;
+  }
+
   function render(key, data, how) {
     const json = JSON.stringify(data);
     if (rendered[key] !== json) {
@@ -238,7 +259,11 @@
   async function refresh(again) {
     const connection = document.getElementById("connection");
     try {
-      const [status, history] = await Promise.all([get("/projections"), get("/actions?limit=10")]);
+      const [status, history, relays] = await Promise.all([
+        get("/projections"),
+        get("/actions?limit=10"),
+        get("/relays"),
+      ]);
       const parked = {};
       await Promise.all(status.projections.filter((p) => p.parked > 0).map(async (p) => {
         parked[p.name] = (await get(`${path(p.name)}/parked?limit=100`)).parked;
@@ -246,6 +271,7 @@
       renderProjections(status.projections);
       render("parked", parked, renderParked);
       render("actions", history.actions, renderActions);
+      render("relays", relays.relays, renderRelays);
       connection.textContent = `live, updated ${new Date().toLocaleTimeString()}`;
       connection.className = "connection";
     } catch (error) {

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse, Response
 
-from cqrskit import IdempotencyKey, Query, QueryResult
+from cqrskit import IdempotencyKey, Query, QueryResult, relay_reports
 from cqrskit.fastapi import IdempotencyKeyHeader, respond, responses
 
 from ..application import commands as c
@@ -233,7 +233,8 @@ async def projections(container: Services) -> Response:
 
 @router.get("/metrics", tags=["operations"], response_class=Response)
 async def metrics(container: Services) -> Response:
-    body = container.metrics.render(await container.status())
+    relays = await relay_reports(container.store, container.db)
+    body = container.metrics.render(await container.status(), relays)
     return Response(body, media_type=CONTENT_TYPE)
 
 

@@ -3,9 +3,11 @@
 Command and query counts and latencies come from cqrskit's ``timing_middleware``; HTTP
 requests (by route template, never the raw path, so the series stay bounded) from
 ``cqrskit.fastapi.connect``'s ``on_request``; the projection gauges are set from the
-runner's status at scrape time; the process's CPU, memory, file descriptors, garbage
-collections and Python version from prometheus_client's own collectors, registered here
-too (they live in its default registry, which this one is not).
+runner's status at scrape time, the relays' lag from what they report in the read
+database (``cqrskit.relay_reports``: no broker is asked); the process's CPU, memory, file
+descriptors, garbage collections and Python version from prometheus_client's own
+collectors, registered here too (they live in its default registry, which this one is
+not).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from cqrskit import PROJECTION_STATES, ProjectionStatus
+from cqrskit import PROJECTION_STATES, ProjectionStatus, RelayReport
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -89,6 +91,12 @@ class Metrics:
             ["projection"],
             registry=r,
         )
+        self.relay_lag_events = Gauge(
+            "social_relay_lag_events",
+            "Events of the log the relay's broker stream has not acknowledged yet",
+            ["stream"],
+            registry=r,
+        )
 
     def observe(self, kind: str, name: str, seconds: float, ok: bool) -> None:
         """The ``timing_middleware`` callback."""
@@ -105,7 +113,9 @@ class Metrics:
         self.http_requests.labels(method, route, str(status)).inc()
         self.http_seconds.labels(method, route).observe(seconds)
 
-    def render(self, statuses: Iterable[ProjectionStatus]) -> bytes:
+    def render(
+        self, statuses: Iterable[ProjectionStatus], relays: Iterable[RelayReport] = ()
+    ) -> bytes:
         for s in statuses:
             self.position.labels(s.name).set(s.position)
             self.head.labels(s.name).set(s.head)
@@ -115,4 +125,7 @@ class Metrics:
             self.events_per_second.labels(s.name).set(s.events_per_second)
             for state in PROJECTION_STATES:  # every state has its series: alerts see 0 -> 1 changes
                 self.state.labels(s.name, state).set(1 if s.state == state else 0)
+        for relay in relays:
+            if relay.lag_events is not None:  # None: no position reported yet
+                self.relay_lag_events.labels(relay.stream).set(relay.lag_events)
         return generate_latest(self.registry)
