@@ -176,6 +176,34 @@ def test_importing_cqrskit_and_its_command_imports_no_nats() -> None:
     assert done.stdout.strip() == "False", done.stderr
 
 
+CRYPTO_MODULES = {"cqrskit._cipher"}
+"""The modules that may import ``cryptography`` (the ``crypto`` extra): the cipher of
+personal fields (issue 13), none other. The key stores need no cryptography package:
+their keys are random bytes."""
+
+
+def test_only_the_cipher_imports_cryptography() -> None:
+    found = {}
+    for name, path in ALL.items():
+        if name in CRYPTO_MODULES:
+            continue
+        bad = {m for m in _imports(name, path) if m.split(".")[0] == "cryptography"}
+        if bad:
+            found[name] = bad
+    assert found == {}
+
+
+def test_importing_cqrskit_and_its_key_stores_imports_no_cryptography() -> None:
+    code = (
+        "import sys, cqrskit, cqrskit.keystore, cqrskit.backends.memory.keys,"
+        " cqrskit.backends.sqlite.keys, cqrskit.backends.postgres.keys;"
+        " print('cryptography' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in SOURCES.values())}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_the_core_imports_no_backend_and_no_driver() -> None:
     found = {}
     for name, path in ALL.items():
@@ -215,7 +243,7 @@ def test_every_backend_has_the_same_port_modules() -> None:
     for backend in BACKENDS:
         package = SOURCES["cqrskit"] / "cqrskit" / "backends" / backend
         names = {p.stem for p in package.glob("*.py")}
-        assert {"__init__", "store", "database", "lease"} <= names, backend
+        assert {"__init__", "store", "database", "lease", "keys"} <= names, backend
     for backend in ("sqlite", "postgres"):
         assert (SOURCES["cqrskit"] / "cqrskit" / "backends" / backend / "connection.py").exists()
 
