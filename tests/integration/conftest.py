@@ -1,5 +1,7 @@
-"""Fixtures of the in-process HTTP tests: the app on real SQLite files in a temporary
-directory (fast scrypt, a short X-Min-Position wait), and an httpx client over ASGI."""
+"""Fixtures of the integration tests: ``url``, one app URL per backend (memory, a SQLite
+directory, a fresh PostgreSQL database); for the in-process HTTP tests, social on real
+SQLite files in a temporary directory (fast scrypt, a short X-Min-Position wait), and an
+httpx client over ASGI."""
 
 from __future__ import annotations
 
@@ -13,6 +15,16 @@ from fastapi import FastAPI
 from social.api import create_app
 from social.domain import ScryptParams
 from social.infrastructure.settings import Settings
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An app URL on each backend (a module may define its own ``url``, as a narrower one)."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

@@ -158,15 +158,6 @@ class Todo(App):
 # -- one URL per backend -------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 async def todo(url: str) -> AsyncIterator[Todo]:
     async with Todo(url, min_position_timeout=5) as app:

@@ -17,15 +17,6 @@ from tests.integration import _once_app
 from tests.integration._once_app import Accounts, Nothing, OnlyOnce, Open, OpenTwo, Receipt
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 async def app(url: str) -> AsyncIterator[Accounts]:
     Accounts.runs = 0

@@ -9,7 +9,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -79,15 +78,6 @@ class Totals(Balances):
 class Bank(App):
     events = (Deposited,)
     projections = (Balances(), Totals())
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
