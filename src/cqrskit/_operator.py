@@ -58,11 +58,10 @@ class Operator:
         self._batch_size = batch_size
 
     def due(self, worker: Worker) -> bool:
-        return worker.wake.is_set() or time.monotonic() - worker.actions_checked >= ACTION_POLL
+        return worker.take_nudge() or time.monotonic() - worker.actions_checked >= ACTION_POLL
 
     async def run_pending(self, worker: Worker) -> None:
         """Carry out ``worker``'s pending actions, oldest first, recording each outcome."""
-        worker.wake.clear()
         worker.actions_checked = time.monotonic()
         actions = await self._db.read(lambda tx: pending_actions(tx, worker.name))
         for action in actions:

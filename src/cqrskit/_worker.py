@@ -91,8 +91,7 @@ class Worker:
         self.parking = Parking(self.name) if projection.on_failure == "park" else None
         self.paused: dict[str, Any] | None = None
         """Who paused the projection, when and why (None: not paused)."""
-        self.wake = asyncio.Event()
-        """Set to have the projection look at its pending actions now (same process)."""
+        self._nudge: asyncio.Future[None] | None = None
         self.actions_checked = float("-inf")
         self.meter = RateMeter()
         self.committed = asyncio.Event()
@@ -104,6 +103,24 @@ class Worker:
         self.beat = 0.0
         """Clock time this runner last wrote the projection's row (batch or heartbeat)."""
         self.task: asyncio.Task[None] | None = None
+
+    def nudged(self) -> asyncio.Future[None]:
+        """Done once an action was asked in this process (:meth:`nudge`): one future that
+        idle waits share until then (an event's ``wait()`` is a task per wait)."""
+        if self._nudge is None:
+            self._nudge = asyncio.get_running_loop().create_future()
+        return self._nudge
+
+    def nudge(self) -> None:
+        if not self.nudged().done():
+            self.nudged().set_result(None)
+
+    def take_nudge(self) -> bool:
+        """Whether it was nudged; the next :meth:`nudged` is a fresh future."""
+        nudged = self._nudge is not None and self._nudge.done()
+        if nudged:
+            self._nudge = None
+        return nudged
 
     def moved_to(self, checkpoint: int) -> None:
         self.checkpoint = checkpoint
@@ -305,16 +322,7 @@ class Worker:
         self.state = "error"
         self.error = error
         now = self._clock()
-        failure = ProjectionFailure(
-            position=error.position,
-            event_id=error.event_id,
-            event_type=error.event_type,
-            stream_id=error.stream_id,
-            message=error.cause,
-            attempts=error.attempts,
-            since=now,
-        )
-        self.failure = failure
+        self.failure = failure = ProjectionFailure.of(error, since=now)
         log.error("%s", error)
         try:
             await self._db.write(lambda tx: record_error(tx, self.name, failure, now))

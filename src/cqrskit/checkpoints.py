@@ -26,6 +26,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .errors import ProjectionError
 from .sql import SqlTx
 
 __all__ = [
@@ -99,6 +100,18 @@ class ProjectionFailure:
     """How many times the event was tried before giving up."""
     since: float
     """Epoch seconds of the failure."""
+
+    @classmethod
+    def of(cls, error: ProjectionError, since: float) -> ProjectionFailure:
+        return cls(
+            position=error.position,
+            event_id=error.event_id,
+            event_type=error.event_type,
+            stream_id=error.stream_id,
+            message=error.cause,
+            attempts=error.attempts,
+            since=since,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -172,7 +172,7 @@ class ProjectionRunner:
         asked in this process); other processes' are found within ``ACTION_POLL``."""
         worker = self._workers.get(name)
         if worker is not None:
-            worker.wake.set()
+            worker.nudge()
 
     async def wait_for(self, name: str, position: int, timeout: float) -> int:
         """Wait until projection ``name`` has processed ``position``; return its checkpoint.
@@ -303,11 +303,8 @@ class ProjectionRunner:
     async def _wait_for_action(self, worker: Worker) -> None:
         """Paused (or in error): wait for an action, or the stop, up to ``ACTION_POLL``."""
         assert self._stop is not None
-        woken = asyncio.ensure_future(worker.wake.wait())
-        either: set[asyncio.Future[Any]] = {woken, self._stop}
+        either: set[asyncio.Future[Any]] = {worker.nudged(), self._stop}
         await asyncio.wait(either, timeout=ACTION_POLL)
-        if not woken.done():
-            woken.cancel()
         if (
             worker.state in ("paused", "error")
             and self._clock() - worker.beat >= HEARTBEAT_INTERVAL
@@ -338,11 +335,8 @@ class ProjectionRunner:
         waiter = asyncio.ensure_future(
             self._store.wait_for_new_events(worker.checkpoint, self._idle_timeout)
         )
-        woken = asyncio.ensure_future(worker.wake.wait())
-        either: set[asyncio.Future[Any]] = {waiter, self._stop, woken}
+        either: set[asyncio.Future[Any]] = {waiter, self._stop, worker.nudged()}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if not woken.done():
-            woken.cancel()
         if not waiter.done():
             waiter.cancel()
         try:

@@ -167,7 +167,9 @@ def relay_command(cli: typer.Typer, get_app: Callable[[typer.Context], App]) -> 
         stream: Annotated[
             str | None,
             typer.Option(
-                "--stream", help="The JetStream stream (default: the app's class name, e.g. TODO)."
+                "--stream",
+                help="The JetStream stream (default: the app's class name in capitals,"
+                " without a trailing App: BankApp relays to BANK).",
             ),
         ] = None,
         subject_prefix: Annotated[
