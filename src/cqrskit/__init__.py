@@ -67,11 +67,13 @@ from .eventstore import (
     StreamState,
 )
 from .idempotency import IdempotencyKey
+from .keystore import KeyStore, SubjectForgotten
 from .lease import Lease
 from .messages import Command, Event, Metadata, Query, RecordedEvent, new_id
 from .monitoring import STATES as PROJECTION_STATES
 from .monitoring import ProjectionStatus, RelayReport, projection_status, relay_reports
 from .operations import Operations
+from .personal import FORGOTTEN, KeyConflict
 from .projection import Projection, handles
 from .readside import ReadDatabase, RebuildTarget, create_read_models
 from .rebuild import RebuildProgress, RebuildResult, rebuild
@@ -82,6 +84,7 @@ from .subscription import subscribe
 
 __all__ = [
     "ANY",
+    "FORGOTTEN",
     "NO_STREAM",
     "PROJECTION_STATES",
     "Action",
@@ -110,6 +113,8 @@ __all__ = [
     "IntegrityError",
     "InvalidAction",
     "InvalidIdempotencyKey",
+    "KeyConflict",
+    "KeyStore",
     "Lease",
     "Metadata",
     "Middleware",
@@ -146,6 +151,7 @@ __all__ = [
     "StreamAppend",
     "StreamNotFound",
     "StreamState",
+    "SubjectForgotten",
     "UniqueViolation",
     "UnknownEventType",
     "UnknownProjection",

@@ -1,6 +1,8 @@
 """Encoding of events with msgspec, registered by type name, with chained upcasting.
 
-Each event class is registered under its type name and current schema version. An
+Each event class is registered under its type name and current schema version, with
+its personal fields if it declares any (:mod:`cqrskit.personal`: the codec seals them with
+the key the event store gives it). An
 upcaster is registered per ``(type name, from_version)`` and turns the payload of that
 version (a ``dict``) into the payload of ``from_version + 1``. Decoding a stored payload
 of an older version runs the chain up to the class's current version; stored events are
@@ -9,13 +11,15 @@ never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from . import _cipher, _sealing
 from .errors import ConfigurationError, EventDecodeError, UnknownEventType, UpcastError
 from .messages import Event, Metadata, RecordedEvent
+from .personal import PersonalFields, forgets_field, personal_fields
 
 __all__ = ["Codec", "Upcaster"]
 
@@ -25,6 +29,7 @@ _encoder = msgspec.json.Encoder()
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 _metadata_decoder = msgspec.json.Decoder(Metadata)
 _EMPTY_METADATA = _encoder.encode(Metadata())
+_NONE: Mapping[str, Any] = {}
 
 
 class Codec:
@@ -34,6 +39,9 @@ class Codec:
         self._classes: dict[str, type[Event]] = {}
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._personal: dict[type[Event], PersonalFields] = {}
+        self._forgets: dict[type[Event], str] = {}
+        self._placeholders: dict[str, dict[str, Any]] = {}
         for cls in events:
             self.register(cls)
 
@@ -44,6 +52,14 @@ class Codec:
             raise ConfigurationError(
                 f"event type {name!r} is already registered to {existing.__qualname__}"
             )
+        personal = personal_fields(cls)
+        forgets = forgets_field(cls)
+        if personal is not None:
+            _cipher.require(cls.__qualname__)
+            self._personal[cls] = personal
+            self._placeholders[name] = personal.placeholders
+        if forgets is not None:
+            self._forgets[cls] = forgets
         self._classes[name] = cls
         self._decoders[name] = msgspec.json.Decoder(cls)
         return cls
@@ -78,13 +94,51 @@ class Codec:
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def encode(self, event: Event) -> tuple[str, int, bytes]:
-        """``(type name, schema version, payload)`` of an event; its class must be registered."""
+    def encode(
+        self, event: Event, keys: Mapping[str, bytes] | None = None
+    ) -> tuple[str, int, bytes]:
+        """``(type name, schema version, payload)`` of an event; its class must be registered.
+
+        An event with personal fields is sealed with its subject's key from ``keys`` (the
+        event store looks them up or makes them: see :meth:`keyed`); without its key it is
+        refused, so that personal data is never stored in clear by mistake."""
         cls = type(event)
         name = cls.event_type()
         if self._classes.get(name) is not cls:
             raise UnknownEventType(name)
-        return name, cls.__schema_version__, _encoder.encode(event)
+        personal = self._personal.get(cls)
+        if personal is None:
+            return name, cls.__schema_version__, _encoder.encode(event)
+        subject = str(getattr(event, personal.subject))
+        key = None if keys is None else keys.get(subject)
+        if key is None:
+            raise ConfigurationError(
+                f"{name} holds personal data of {subject!r}: it is encoded with the subject's"
+                " key, by an EventStore's append"
+            )
+        return name, cls.__schema_version__, _sealing.seal(event, personal, name, key)
+
+    def keyed(self, events: Sequence[Event]) -> tuple[set[str], set[str]] | None:
+        """The subjects whose keys an append of ``events`` seals with, and those it forgets
+        (see :mod:`cqrskit.personal`); None, at the cost of a set lookup per event, when
+        it does neither."""
+        if not self._personal and not self._forgets:
+            return None
+        sealing: set[str] = set()
+        forgotten: set[str] = set()
+        for event in events:
+            cls = type(event)
+            personal = self._personal.get(cls)
+            if personal is not None:
+                sealing.add(str(getattr(event, personal.subject)))
+            field = self._forgets.get(cls)
+            if field is not None:
+                forgotten.add(str(getattr(event, field)))
+        return (sealing, forgotten) if sealing or forgotten else None
+
+    def placeholders(self, type_name: str) -> Mapping[str, Any]:
+        """What each personal field of a type reads as once its subject was forgotten."""
+        return self._placeholders.get(type_name, _NONE)
 
     @staticmethod
     def encode_metadata(metadata: Metadata | None) -> bytes:

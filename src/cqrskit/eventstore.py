@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from . import _sealing
 from .codec import Codec
+from .keystore import SubjectForgotten, new_key
 from .messages import Event, Metadata, RecordedEvent
+from .personal import KeyConflict
 from .sql import SqlTx
+
+if TYPE_CHECKING:
+    from .keystore import KeyStore
 
 __all__ = [
     "ANY",
@@ -83,6 +89,17 @@ recorded (envelopes and decoded events, index-aligned). If it raises, the append
 whole: nothing of it is stored, and neighbours in the same group commit are unaffected."""
 
 
+def _then(first: Within | None, then: Within) -> Within:
+    if first is None:
+        return then
+
+    def both(tx: SqlTx, results: list[AppendResult]) -> None:
+        first(tx, results)
+        then(tx, results)
+
+    return both
+
+
 def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
     """Raise :class:`ConcurrencyError` when ``actual`` does not satisfy ``expected``."""
     from .errors import ConcurrencyError
@@ -94,10 +111,28 @@ def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> No
         raise ConcurrencyError(stream_id, expected, actual)
 
 
+Encoded = list[tuple[str, int, bytes]]
+"""Per event: type name, schema version, payload."""
+
+EncodedAppends = list[tuple[StreamAppend, Encoded]]
+
+_KEY_ATTEMPTS = 5
+"""Seal-and-append attempts when another append made a subject's first key meanwhile."""
+
+
 class EventStore(ABC):
-    """Append-only log of events grouped in streams, with optimistic concurrency."""
+    """Append-only log of events grouped in streams, with optimistic concurrency.
+
+    Personal fields (:mod:`cqrskit.personal`) are sealed on the way in and opened on the
+    way out with the keys of :attr:`keys`, kept in the same database as the events.
+    """
 
     codec: Codec
+
+    @property
+    @abstractmethod
+    def keys(self) -> KeyStore:
+        """The key store of this log's data subjects (in the log's own database)."""
 
     @abstractmethod
     async def append(
@@ -134,32 +169,121 @@ class EventStore(ABC):
         """
 
     def _encode_appends(
-        self, appends: Sequence[StreamAppend], metadata: Metadata | None
-    ) -> tuple[list[tuple[StreamAppend, list[tuple[str, int, bytes]]]], bytes]:
+        self,
+        appends: Sequence[StreamAppend],
+        metadata: Metadata | None,
+        keys: Mapping[str, bytes] | None = None,
+    ) -> tuple[EncodedAppends, bytes]:
         """What every ``append_streams`` does before any I/O: each part's events encoded
         (one that does not encode fails the whole before anything is stored), and the
         metadata, once."""
-        parts = [(a, self._encode(a.events, metadata)[0]) for a in appends]
+        parts = [(a, self._encode(a.events, metadata, keys)[0]) for a in appends]
         return parts, self.codec.encode_metadata(metadata)
 
     def _encode(
-        self, events: Sequence[Event], metadata: Metadata | None
-    ) -> tuple[list[tuple[str, int, bytes]], bytes]:
+        self,
+        events: Sequence[Event],
+        metadata: Metadata | None,
+        keys: Mapping[str, bytes] | None = None,
+    ) -> tuple[Encoded, bytes]:
         """What every append does before any I/O: refuse an empty append, and encode the
         events (type name, schema version, payload) and the metadata, so that one event
         that does not encode fails the append before anything is stored."""
         if not events:
             raise ValueError("append needs at least one event")
         encode = self.codec.encode
-        return [encode(e) for e in events], self.codec.encode_metadata(metadata)
+        if keys is None:
+            return [encode(e) for e in events], self.codec.encode_metadata(metadata)
+        return [encode(e, keys) for e in events], self.codec.encode_metadata(metadata)
+
+    # -- personal data ------------------------------------------------------------------------
+
+    def _touches_keys(self, events: Sequence[Event]) -> bool:
+        """Does an append of ``events`` seal personal data or forget a subject? Such an
+        append goes through :meth:`append_streams`, whose transaction writes the keys."""
+        return self.codec.keyed(events) is not None
+
+    async def _append_sealed(
+        self,
+        appends: Sequence[StreamAppend],
+        metadata: Metadata | None,
+        within: Within | None,
+        run: Callable[[EncodedAppends, bytes, Within | None], Awaitable[list[AppendResult]]],
+    ) -> list[AppendResult]:
+        """``append_streams`` of every backend: encode (sealing personal fields with their
+        subjects' keys, made here when new) and ``run`` the backend's transaction, with the
+        key rows to write (:meth:`_key_writes`) last in it, after ``within``.
+
+        A subject's first key is made here and inserted by the append that first uses
+        it: no transaction of its own. Two appends may make one subject's first key at
+        once; the second to commit fails with :class:`KeyConflict` (nothing of it stored),
+        and is sealed again with the winner's key."""
+        for attempt in range(_KEY_ATTEMPTS):
+            keyed = self.codec.keyed([e for a in appends for e in a.events])
+            if keyed is None:
+                parts, meta = self._encode_appends(appends, metadata)
+                return await run(parts, meta, within)
+            sealing, forgotten = keyed
+            found = await self._lookup_keys(sealing) if sealing else {}
+            keys: dict[str, bytes] = {}
+            created: dict[str, bytes] = {}
+            for subject in sealing:
+                if subject not in found:
+                    keys[subject] = created[subject] = new_key()
+                elif (key := found[subject]) is not None:
+                    keys[subject] = key
+                else:
+                    raise SubjectForgotten(subject)
+            parts, meta = self._encode_appends(appends, metadata, keys)
+            writes = self._key_writes(created, forgotten)
+            try:
+                results = await run(parts, meta, _then(within, writes))
+            except KeyConflict:
+                if attempt == _KEY_ATTEMPTS - 1:
+                    raise
+                continue
+            if forgotten:
+                await self._scrub()
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _scrub(self) -> None:
+        """After an append that forgot someone: clear what the database files still hold
+        of the old rows, where the backend can (SQLite truncates its WAL; see
+        ``docs/personal-data.md`` for PostgreSQL)."""
+        return  # nothing to clear here: the backends that can, override it
+
+    @abstractmethod
+    async def _lookup_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        """The key rows of ``subjects`` that exist: a key, or None for a forgotten subject;
+        a subject never keyed is absent."""
+
+    @abstractmethod
+    def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
+        """The statements that insert ``created`` keys (raising :class:`KeyConflict` for a
+        subject keyed meanwhile) and destroy the keys of ``forgotten``, in an append's
+        transaction."""
+
+    def _opened(
+        self, records: list[RecordedEvent], lookup: _sealing.KeyLookup
+    ) -> list[RecordedEvent]:
+        """``records`` with their sealed fields opened; ``lookup`` finds keys (on the
+        read's own connection, as :meth:`_lookup_keys` answers)."""
+        return _sealing.open_records(records, lookup, self.codec.placeholders)
 
     @abstractmethod
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
-        """Events of one stream with ``stream_version > from_version``, in version order."""
+        """Events of one stream with ``stream_version > from_version``, in version order,
+        their personal fields opened as :meth:`read_all` does."""
 
     @abstractmethod
-    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Up to ``limit`` events after ``from_position`` in log order."""
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, sealed: bool = False
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events after ``from_position`` in log order.
+
+        Sealed personal fields are opened (or read as placeholders once forgotten);
+        ``sealed=True`` gives the payloads exactly as stored (to publish them onward)."""
 
     @abstractmethod
     async def head_position(self) -> int:

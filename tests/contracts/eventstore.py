@@ -47,6 +47,7 @@ from cqrskit import (
     UnknownEventType,
 )
 from tests.contracts.append_streams import AppendStreamsContract
+from tests.contracts.personal import PersonalDataContract
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def contract_codec() -> Codec:
     return Codec([Deposited, Renamed])
 
 
-class EventStoreContract(AppendStreamsContract, ABC):
+class EventStoreContract(AppendStreamsContract, PersonalDataContract, ABC):
     """Behaviour every :class:`~cqrskit.eventstore.EventStore` must have."""
 
     @abstractmethod

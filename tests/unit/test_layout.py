@@ -280,12 +280,25 @@ CQRSKIT_API = {
     "read_position", "rebuild", "retry_on_conflict_middleware", "retry_read",
     "subscribe", "timing_middleware", "wait_for_position",
     "RelayReport", "relay_reports",
+    "FORGOTTEN", "KeyConflict", "KeyStore", "SubjectForgotten",
 }  # fmt: skip
 
 BACKEND_API = {
-    "memory": {"LeaseRegistry", "MemoryDatabase", "MemoryEventStore", "MemoryLease"},
-    "sqlite": {"SqliteDatabase", "SqliteEventStore", "SqliteLease", "StoreStats"},
-    "postgres": {"PgAdvisoryLease", "PostgresDatabase", "PostgresEventStore", "apply_migrations"},
+    "memory": {
+        "LeaseRegistry",
+        "MemoryDatabase",
+        "MemoryEventStore",
+        "MemoryKeyStore",
+        "MemoryLease",
+    },
+    "sqlite": {"SqliteDatabase", "SqliteEventStore", "SqliteKeyStore", "SqliteLease", "StoreStats"},
+    "postgres": {
+        "PgAdvisoryLease",
+        "PostgresDatabase",
+        "PostgresEventStore",
+        "PostgresKeyStore",
+        "apply_migrations",
+    },
 }
 
 

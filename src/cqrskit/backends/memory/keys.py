@@ -7,10 +7,13 @@ the other backends (see :mod:`cqrskit.keystore`). Nothing survives the process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from ...errors import StoreClosed
+from ...eventstore import AppendResult, Within
 from ...keystore import SubjectForgotten, new_key
+from ...personal import KeyConflict
+from ...sql import SqlTx
 
 __all__ = ["MemoryKeyStore"]
 
@@ -47,6 +50,26 @@ class MemoryKeyStore:
         had_key = self._keys.get(subject) is not None
         self._keys[subject] = None
         return had_key
+
+    # -- for MemoryEventStore ---------------------------------------------------------------
+
+    def lookup(self, subjects: Iterable[str]) -> dict[str, bytes | None]:
+        """The subjects that have a row: their key, or None once forgotten."""
+        return {s: self._keys[s] for s in subjects if s in self._keys}
+
+    def writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
+        """An append's key rows: run last in its transaction (nothing after it can fail),
+        so a dict stands in for the table."""
+
+        def write(tx: SqlTx, results: list[AppendResult]) -> None:
+            for subject in created:
+                if subject in self._keys:
+                    raise KeyConflict(subject)
+            self._keys.update(created)
+            for subject in forgotten:
+                self._keys[subject] = None
+
+        return write
 
     async def close(self) -> None:
         self._closed = True

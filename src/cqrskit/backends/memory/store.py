@@ -13,7 +13,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 from ...codec import Codec
@@ -33,6 +33,7 @@ from ...messages import Event, Metadata, RecordedEvent, new_id
 from ...projection import Projection
 from ...sql import SqlTx
 from .database import MemoryDatabase
+from .keys import MemoryKeyStore
 
 __all__ = ["MemoryEventStore"]
 
@@ -55,6 +56,7 @@ class MemoryEventStore(EventStore):
         self._appended = asyncio.Event()
         self._closed = False
         self._db = MemoryDatabase()
+        self._keys = MemoryKeyStore()
         self._inline = tuple(p.as_inline_handler(codec) for p in inline)
 
         def create(tx: SqlTx) -> None:
@@ -73,6 +75,9 @@ class MemoryEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
+        if self._touches_keys(events):  # its key rows go in the same transaction
+            appended = [StreamAppend(stream_id, events, expected_version)]
+            return (await self.append_streams(appended, metadata))[0]
         encoded, meta = self._encode(events, metadata)
         append = functools.partial(
             self._append_sync, stream_id, expected_version, encoded, meta, tuple(events)
@@ -141,10 +146,27 @@ class MemoryEventStore(EventStore):
         self._check_open()
         if not appends and within is None:
             return []
-        parts, meta = self._encode_appends(appends, metadata)
+        return await self._append_sealed(appends, metadata, within, self._append_encoded)
+
+    async def _append_encoded(
+        self,
+        parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
+        meta: bytes,
+        within: Within | None,
+    ) -> list[AppendResult]:
         loop = asyncio.get_running_loop()
         wake = functools.partial(loop.call_soon_threadsafe, self._wake)
         return await self._db.run(lambda: self._append_streams_sync(parts, meta, within, wake))
+
+    @property
+    def keys(self) -> MemoryKeyStore:
+        return self._keys
+
+    async def _lookup_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return self._keys.lookup(subjects)
+
+    def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
+        return self._keys.writes(created, forgotten)
 
     def _append_streams_sync(
         self,
@@ -199,12 +221,16 @@ class MemoryEventStore(EventStore):
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         self._check_open()
         with self._lock:
-            return self._streams.get(stream_id, [])[from_version:]
+            records = self._streams.get(stream_id, [])[from_version:]
+        return self._opened(records, self._keys.lookup)
 
-    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, sealed: bool = False
+    ) -> list[RecordedEvent]:
         self._check_open()
         with self._lock:
-            return self._log[from_position : from_position + limit]
+            records = self._log[from_position : from_position + limit]
+        return records if sealed else self._opened(records, self._keys.lookup)
 
     async def head_position(self) -> int:
         self._check_open()
@@ -245,6 +271,7 @@ class MemoryEventStore(EventStore):
 
     async def close(self) -> None:
         self._closed = True
+        await self._keys.close()
         await self._db.close()
 
     def _check_open(self) -> None:

@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 import psycopg
 
 from ...keystore import SubjectForgotten, new_key
+from ...personal import KeyConflict
+from ...sql import SqlTx
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
 from .connection import PgTx
 from .migrate import apply_on
 
-__all__ = ["PostgresKeyStore"]
+__all__ = ["PostgresKeyStore", "key_writes", "lookup_keys"]
 
 T = TypeVar("T")
 
@@ -44,6 +46,41 @@ _TOMBSTONE = (
     " forgotten_at = coalesce(cqrskit_keys.forgotten_at, excluded.forgotten_at)"
 )
 _SELECT_MANY = "SELECT subject, key FROM cqrskit_keys WHERE subject = ANY(?)"
+# RETURNING makes the pipelined append wait for this statement's answer (one round trip
+# more, only for an append that makes a subject's first key): no row back is a conflict.
+_NEW = (
+    "INSERT INTO cqrskit_keys (subject, key) VALUES (?, ?)"
+    " ON CONFLICT (subject) DO NOTHING RETURNING subject"
+)
+
+
+def lookup_keys(tx: SqlTx, subjects: Iterable[str]) -> dict[str, bytes | None]:
+    """The rows of ``subjects`` that exist: their key, or None for a tombstone; a subject
+    never keyed is absent."""
+    wanted = list(subjects)
+    if not wanted:
+        return {}
+    return {
+        str(s): None if k is None else bytes(k) for s, k in tx.fetchall(_SELECT_MANY, (wanted,))
+    }
+
+
+def key_writes(
+    created: dict[str, bytes], forgotten: Iterable[str]
+) -> Callable[[SqlTx, object], None]:
+    """The key rows an append writes in its own transaction: the keys it made (a subject
+    keyed meanwhile by another append is a :class:`KeyConflict`, and the store seals again)
+    and the tombstones of the subjects it forgets."""
+    forget = tuple(forgotten)
+
+    def write(tx: SqlTx, _results: object) -> None:
+        for subject, key in created.items():
+            if tx.fetchone(_NEW, (subject, key)) is None:
+                raise KeyConflict(subject)
+        for subject in forget:
+            tx.execute(_TOMBSTONE, (subject,))
+
+    return write
 
 
 class PostgresKeyStore:
@@ -58,9 +95,13 @@ class PostgresKeyStore:
         pool_min: int = 1,
         pool_max: int = 4,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        pool: PgPool | None = None,
     ) -> None:
         self.url = url
-        self._pool = PgPool(
+        self._owns_pool = pool is None
+        """An event store's key store runs on the store's pool (``pool``), and leaves it
+        open when it closes: the store closes it."""
+        self._pool = pool or PgPool(
             url,
             min_size=pool_min,
             max_size=pool_max,
@@ -114,7 +155,8 @@ class PostgresKeyStore:
         return await self._run(lambda: self._pool.write_sync(lambda tx: self._forget(tx, subject)))
 
     async def close(self) -> None:
-        await self._pool.close()
+        if self._owns_pool:
+            await self._pool.close()
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:

@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -97,6 +97,7 @@ from ...eventstore import (
 from ...messages import Event, Metadata, RecordedEvent
 from ...projection import Projection
 from ...sql import SqlTx
+from . import keys as _keys
 from ._append import Appender
 from ._notify import Listener, Notifier
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
@@ -178,6 +179,7 @@ class PostgresEventStore(EventStore):
         named by a notification. It may not be readable yet (see the module docstring)."""
         self._notifier = Notifier(url)
         self._listener: Listener | None = None
+        self._key_store: _keys.PostgresKeyStore | None = None
 
     @classmethod
     async def open(
@@ -241,6 +243,9 @@ class PostgresEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
+        if self._touches_keys(events):  # its key rows go in the same transaction
+            appended = [StreamAppend(stream_id, events, expected_version)]
+            return (await self.append_streams(appended, metadata))[0]
         encoded, meta = self._encode(events, metadata)
         events = tuple(events)
         result = await self._run(
@@ -260,13 +265,39 @@ class PostgresEventStore(EventStore):
         self._check_open()
         if not appends and within is None:
             return []
-        parts, meta = self._encode_appends(appends, metadata)
+        return await self._append_sealed(appends, metadata, within, self._append_encoded)
+
+    async def _append_encoded(
+        self,
+        parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
+        meta: bytes,
+        within: Within | None,
+    ) -> list[AppendResult]:
         results = await self._run(lambda: self._appender.append_streams(parts, meta, within))
         if results:
             last = max(r.position for r in results)
             self._committed(last)
             self._notifier.poke(last)
         return results
+
+    # -- keys (module keys: the SQL) ------------------------------------------------------------
+
+    @property
+    def keys(self) -> _keys.PostgresKeyStore:
+        """The :class:`~cqrskit.KeyStore` in this database, on this store's pool."""
+        if self._key_store is None:
+            self._key_store = _keys.PostgresKeyStore(self.url, pool=self._pool)
+        return self._key_store
+
+    async def _lookup_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return await self._run(lambda: self._lookup_keys_sync(subjects))
+
+    def _lookup_keys_sync(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        with self._pool.connection() as conn:
+            return _keys.lookup_keys(PgTx(conn), subjects)
+
+    def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
+        return _keys.key_writes(created, forgotten)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         def save() -> None:
@@ -299,17 +330,22 @@ class PostgresEventStore(EventStore):
         rows = self._fetch(sql, params)
         return rows[0][0] if rows else None
 
-    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, sealed: bool = False
+    ) -> list[RecordedEvent]:
         # The envelopes are built on the pool's thread, not on the event loop.
-        return await self._run(lambda: self._read_all_sync(from_position, limit))
+        return await self._run(lambda: self._read_all_sync(from_position, limit, sealed))
 
-    def _read_all_sync(self, from_position: int, limit: int) -> list[RecordedEvent]:
-        rows = self._fetch(_READ_ALL, (from_position, limit))
-        return [RecordedEvent(*row) for row in rows]
+    def _read_all_sync(self, from_position: int, limit: int, sealed: bool) -> list[RecordedEvent]:
+        records = [RecordedEvent(*row) for row in self._fetch(_READ_ALL, (from_position, limit))]
+        return records if sealed else self._opened(records, self._lookup_keys_sync)
 
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
-        rows = await self._run(lambda: self._fetch(_READ_STREAM, (stream_id, from_version)))
-        return [RecordedEvent(*r) for r in rows]
+        return await self._run(lambda: self._read_stream_sync(stream_id, from_version))
+
+    def _read_stream_sync(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
+        rows = self._fetch(_READ_STREAM, (stream_id, from_version))
+        return self._opened([RecordedEvent(*r) for r in rows], self._lookup_keys_sync)
 
     async def head_position(self) -> int:
         rows = await self._run(lambda: self._fetch_log(_HEAD, ()))

@@ -11,7 +11,17 @@ from ...idempotency import IDEMPOTENCY_DDL
 from ...projection import Projection
 from .connection import SqliteTx, connect, write_transaction
 
-__all__ = ["SCHEMA_VERSION", "open_log"]
+__all__ = ["KEYS_DDL", "SCHEMA_VERSION", "open_log"]
+
+KEYS_DDL = """CREATE TABLE IF NOT EXISTS cqrskit_keys (
+    subject TEXT PRIMARY KEY,
+    key BLOB,
+    created_at REAL NOT NULL,
+    forgotten_at REAL,
+    CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
+)"""
+"""The key of each data subject (:mod:`.keys`): one row per subject ever keyed or
+forgotten; ``key`` NULL (and ``forgotten_at`` set) is the tombstone of a forgotten one."""
 
 SCHEMA_VERSION = 2
 """Version of the tables below, kept in ``cqrskit_schema_version`` (name 'event_store').
@@ -50,6 +60,7 @@ _SCHEMA = (
     # keyed command path spends most of its extra time writing this row).
     IDEMPOTENCY_DDL[0] + " WITHOUT ROWID",
     *IDEMPOTENCY_DDL[1:],
+    KEYS_DDL,
 )
 
 

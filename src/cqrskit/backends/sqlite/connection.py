@@ -4,8 +4,12 @@ Settings: WAL journal (readers never block the writer), ``synchronous=FULL`` (a 
 is on disk when it returns, so it survives SIGKILL and power loss; ``NORMAL`` survives a
 process crash but may lose the last commits on power loss: pass ``synchronous="NORMAL"``
 knowingly), a busy timeout so separate processes (``social rebuild`` beside ``serve``)
-wait for each other instead of failing. Driver errors are converted to
-:mod:`cqrskit.errors` at the transaction boundary.
+wait for each other instead of failing, and ``secure_delete`` on every connection that
+writes: what a statement deletes or overwrites (a forgotten user's rows, a destroyed key, an
+old version of a changed row) is overwritten with zeros in its page, not left behind as free
+space that still holds the bytes (see ``docs/personal-data.md``; its cost is in
+``docs/benchmarks.md``). Driver errors are converted to :mod:`cqrskit.errors` at the
+transaction boundary.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ def connect(
     conn.execute("PRAGMA busy_timeout = 30000")
     if not readonly:
         _enable_wal(conn)
+        conn.execute("PRAGMA secure_delete = ON")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     if readonly:

@@ -1,16 +1,20 @@
 """Keys per data subject in the event store's SQLite file: :class:`SqliteKeyStore`.
 
 The keys are rows of ``cqrskit_keys`` in ``write.db`` (the file of the events, never in
-the events), written through a connection of their own on one thread. Forgetting follows
-:mod:`cqrskit.keystore`: the row stays as a tombstone, its key set to NULL.
+the events). The event store writes them in its appends' own transactions
+(:func:`key_writes`) and reads them on its readers (:func:`lookup_keys`);
+:class:`SqliteKeyStore` is the port on a connection of its own, on one thread (forgetting
+outside an event, inspection). Forgetting follows :mod:`cqrskit.keystore`: the row stays
+as a tombstone, its key set to NULL.
 
-**Nothing of a destroyed key left in the files.** The connection runs with
-``PRAGMA secure_delete = ON``: when the key's bytes leave their page, SQLite overwrites
-the space they took with zeros instead of leaving it as free space that still holds
-them. But in WAL mode the page is rewritten in ``write.db-wal`` first, and the WAL still
-holds the older frames (with the key) until a checkpoint copies the new page into
-``write.db`` and the WAL is reset. So every ``forget`` ends with
-``PRAGMA wal_checkpoint(TRUNCATE)``: the page without the key goes to ``write.db`` and
+**Nothing of a destroyed key left in the files.** Every writing connection runs with
+``PRAGMA secure_delete = ON`` (:func:`.connection.connect`): when the key's bytes leave
+their page, SQLite overwrites the space they took with zeros instead of leaving it as
+free space that still holds them. But in WAL mode the page is rewritten in
+``write.db-wal`` first, and the WAL still holds the older frames (with the key) until a
+checkpoint copies the new page into ``write.db`` and the WAL is reset. So every ``forget`` ends with
+``PRAGMA wal_checkpoint(TRUNCATE)`` (as does the event store after an append that
+forgot someone): the page without the key goes to ``write.db`` and
 the WAL file is cut to zero bytes. A checkpoint waits (busy timeout) for readers of an
 older snapshot to finish; if one still holds it back, the forget is done (the key is
 gone from the database) and a warning says the old frames wait for a later checkpoint.
@@ -30,23 +34,16 @@ from typing import TypeVar
 from ..._workers import Workers
 from ...errors import StoreClosed
 from ...keystore import SubjectForgotten, new_key
+from ...personal import KeyConflict
+from ...sql import SqlTx
+from ._schema import KEYS_DDL
 from .connection import SqliteTx, connect, converted, write_transaction
 
-__all__ = ["SqliteKeyStore"]
+__all__ = ["SqliteKeyStore", "key_writes", "lookup_keys"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("cqrskit.keystore")
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS cqrskit_keys (
-    subject TEXT PRIMARY KEY,
-    key BLOB,
-    created_at REAL NOT NULL,
-    forgotten_at REAL,
-    CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
-)"""
-"""One row per subject ever keyed or forgotten; ``key`` NULL (and ``forgotten_at`` set)
-is the tombstone of a forgotten subject."""
 
 _SELECT = "SELECT key, forgotten_at FROM cqrskit_keys WHERE subject = ?"
 # DO NOTHING: of two processes creating the key at once, the first insert wins and both
@@ -60,8 +57,42 @@ _TOMBSTONE = (
     " ON CONFLICT (subject) DO UPDATE SET key = NULL,"
     " forgotten_at = coalesce(cqrskit_keys.forgotten_at, excluded.forgotten_at)"
 )
+_NEW = "INSERT INTO cqrskit_keys (subject, key, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 _BATCH = 500
 """Subjects per query of ``get_many`` (SQLite bounds the parameters of a statement)."""
+
+
+def lookup_keys(tx: SqlTx, subjects: Iterable[str]) -> dict[str, bytes | None]:
+    """The rows of ``subjects`` that exist: their key, or None for a tombstone; a subject
+    never keyed is absent. Runs on the event store's reader, in the read's own snapshot."""
+    wanted = list(subjects)
+    found: dict[str, bytes | None] = {}
+    for start in range(0, len(wanted), _BATCH):
+        chunk = wanted[start : start + _BATCH]
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT subject, key FROM cqrskit_keys WHERE subject IN ({marks})"
+        found.update((str(s), k) for s, k in tx.fetchall(sql, chunk))
+    return found
+
+
+def key_writes(
+    created: dict[str, bytes], forgotten: Iterable[str]
+) -> Callable[[SqlTx, object], None]:
+    """The key rows an append writes in its own transaction: the keys it made (a subject
+    keyed meanwhile by another append is a :class:`KeyConflict`, and the store seals again)
+    and the tombstones of the subjects it forgets (after the new keys: an append that
+    seals and forgets one subject leaves it forgotten)."""
+    forget = tuple(forgotten)
+
+    def write(tx: SqlTx, _results: object) -> None:
+        now = time.time()
+        for subject, key in created.items():
+            if tx.execute(_NEW, (subject, key, now)) == 0:
+                raise KeyConflict(subject)
+        for subject in forget:
+            tx.execute(_TOMBSTONE, (subject, now, now))
+
+    return write
 
 
 class SqliteKeyStore:
@@ -89,9 +120,7 @@ class SqliteKeyStore:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = connect(self.path, synchronous=self._synchronous)
             try:
-                # Freed space is zeroed: a destroyed key leaves no bytes behind in a page.
-                conn.execute("PRAGMA secure_delete = ON")
-                write_transaction(conn, lambda tx: tx.execute(_SCHEMA))
+                write_transaction(conn, lambda tx: tx.execute(KEYS_DDL))
             except BaseException:
                 conn.close()
                 raise
@@ -123,14 +152,7 @@ class SqliteKeyStore:
 
     def _get_many(self, subjects: list[str]) -> dict[str, bytes | None]:
         found: dict[str, bytes | None] = dict.fromkeys(subjects)
-        conn = self._connection()
-        for start in range(0, len(subjects), _BATCH):
-            chunk = subjects[start : start + _BATCH]
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT subject, key FROM cqrskit_keys WHERE subject IN ({marks})", chunk
-            )
-            found.update(rows.fetchall())
+        found.update(lookup_keys(SqliteTx(self._connection()), subjects))
         return found
 
     def _forget(self, subject: str) -> bool:
@@ -141,14 +163,17 @@ class SqliteKeyStore:
             return row is not None and row[0] is not None
 
         destroyed = self._write(destroy)
+        self._truncate_wal()
+        return destroyed
+
+    def _truncate_wal(self) -> None:
         busy, _, _ = self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.warning(
-                "%s: a reader held back the WAL checkpoint after a forget; a destroyed key"
+                "%s: a reader held back the WAL checkpoint after a forget; what was deleted"
                 " stays in old WAL frames until the next complete checkpoint",
                 self.path,
             )
-        return destroyed
 
     def _shutdown(self) -> None:
         self._worker.shutdown()
@@ -169,6 +194,11 @@ class SqliteKeyStore:
 
     async def forget(self, subject: str) -> bool:
         return await self._worker.run(self._forget, subject)
+
+    async def truncate_wal(self) -> None:
+        """Checkpoint the file's WAL and truncate it to zero bytes (see the module
+        docstring); the event store calls it after an append that forgot someone."""
+        await self._worker.run(self._truncate_wal)
 
     async def close(self) -> None:
         if self._closed:

@@ -16,6 +16,13 @@ of the WAL at each commit (it syncs at checkpoints): appends survive a crash of 
 process, but the last commits before a power loss or OS crash may be lost. Choose it
 knowingly, for data you can afford to lose, in exchange for commits that cost no fsync.
 
+Personal data (:mod:`cqrskit.personal`): the keys are rows of ``cqrskit_keys`` in this
+file; an append writes the keys it made and destroys those it forgets in its own
+transaction, and reads look keys up on their own reader connection. Every writing
+connection runs with ``secure_delete``; after an append that forgot someone the WAL is
+checkpointed and truncated, so the old page images (a destroyed key, a deleted row of an
+inline table) leave ``write.db-wal`` too.
+
 Cancelling an ``append`` while it waits does not withdraw it: the request may still
 commit (as with any database whose client disconnects after sending COMMIT).
 """
@@ -27,7 +34,7 @@ import functools
 import itertools
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,10 +55,11 @@ from ...eventstore import (
 from ...messages import Event, Metadata, RecordedEvent, new_id
 from ...projection import Projection
 from ...sql import SqlTx
+from . import keys as _keys
 from ._append import COLUMNS, STREAM_VERSION, AppendRequest, AppendStreamsRequest
 from ._groupcommit import GroupCommitWriter, Request, StoreStats
 from ._schema import SCHEMA_VERSION, open_log
-from .connection import ReaderConnections, converted, read_transaction
+from .connection import ReaderConnections, SqliteTx, converted, read_transaction
 
 __all__ = ["SCHEMA_VERSION", "SqliteEventStore", "StoreStats"]
 
@@ -146,6 +154,7 @@ class SqliteEventStore(EventStore):
             self.path, self._synchronous, self._writer.wait_ready, _READER_CACHE_KIB
         )
         self._reader = self._reader_connections.get
+        self._key_store: _keys.SqliteKeyStore | None = None
 
     @classmethod
     async def open(
@@ -185,6 +194,9 @@ class SqliteEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
+        if self._touches_keys(events):  # its key rows go in the same transaction
+            appended = [StreamAppend(stream_id, events, expected_version)]
+            return (await self.append_streams(appended, metadata))[0]
         # Encoded here, on the caller's side: the writer thread only does SQL, and an
         # unregistered event fails before anything is queued.
         encoded, meta = self._encode(events, metadata)
@@ -211,13 +223,42 @@ class SqliteEventStore(EventStore):
         self._check_open()
         if not appends and within is None:
             return []
-        encoded, meta = self._encode_appends(appends, metadata)
+        return await self._append_sealed(appends, metadata, within, self._append_encoded)
+
+    async def _append_encoded(
+        self,
+        encoded: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
+        meta: bytes,
+        within: Within | None,
+    ) -> list[AppendResult]:
         parts = [(a, [(new_id(), *e) for e in events]) for a, events in encoded]
         loop = asyncio.get_running_loop()
         request = AppendStreamsRequest(loop, self._inline_handlers, parts, meta, within)
         self._writer.submit(request)
         results: list[AppendResult] = await request.future
         return results
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> _keys.SqliteKeyStore:
+        """The :class:`~cqrskit.KeyStore` in this file (its own connection, opened on
+        first use: forgetting outside an event, inspection)."""
+        if self._key_store is None:
+            self._key_store = _keys.SqliteKeyStore(self.path, synchronous=self._synchronous)
+        return self._key_store
+
+    async def _lookup_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return await self._read(self._lookup_keys_sync, subjects)
+
+    def _lookup_keys_sync(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return _keys.lookup_keys(SqliteTx(self._reader()), subjects)
+
+    def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
+        return _keys.key_writes(created, forgotten)
+
+    async def _scrub(self) -> None:
+        await self.keys.truncate_wal()
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         self._check_open()
@@ -240,14 +281,15 @@ class SqliteEventStore(EventStore):
         self._check_open()
         return await self._readers.run(fn, *args)
 
-    def _read_all_sync(self, from_position: int, limit: int) -> list[RecordedEvent]:
+    def _read_all_sync(self, from_position: int, limit: int, sealed: bool) -> list[RecordedEvent]:
         rows = self._reader().execute(_SELECT_ALL, (from_position, limit)).fetchall()
         # The projection hot path: build envelopes straight from the row tuples.
-        return list(itertools.starmap(RecordedEvent, rows))
+        records = list(itertools.starmap(RecordedEvent, rows))
+        return records if sealed else self._opened(records, self._lookup_keys_sync)
 
     def _read_stream_sync(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
         rows = self._reader().execute(_SELECT_STREAM, (stream_id, from_version)).fetchall()
-        return list(itertools.starmap(RecordedEvent, rows))
+        return self._opened(list(itertools.starmap(RecordedEvent, rows)), self._lookup_keys_sync)
 
     def _scalar_sync(self, sql: str, params: Sequence[Any]) -> Any:
         row = self._reader().execute(sql, params).fetchone()
@@ -264,8 +306,10 @@ class SqliteEventStore(EventStore):
     def _query_sync(self, fn: Callable[[SqlTx], T]) -> T:
         return read_transaction(self._reader(), fn)
 
-    async def read_all(self, from_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        return await self._read(self._read_all_sync, from_position, limit)
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, sealed: bool = False
+    ) -> list[RecordedEvent]:
+        return await self._read(self._read_all_sync, from_position, limit, sealed)
 
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         return await self._read(self._read_stream_sync, stream_id, from_version)
@@ -328,6 +372,8 @@ class SqliteEventStore(EventStore):
             return
         self._closed = True
         await asyncio.to_thread(self._shutdown)
+        if self._key_store is not None:
+            await self._key_store.close()
         self._waiters.wake()
 
     def _shutdown(self) -> None:
