@@ -10,13 +10,12 @@ person's events hold. The associated data binds a token to where it was sealed.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
-import os
 from typing import Any
 
 from .errors import ConfigurationError
+from .keystore import random_bytes
 
 __all__ = ["Cipher", "require"]
 
@@ -48,6 +47,28 @@ class Cipher:
 
     __slots__ = ("_aead", "_invalid")
 
+    _made: dict[bytes, Cipher] = {}
+    _MADE_MAX = 4096
+
+    @classmethod
+    def of(cls, key: bytes) -> Cipher:
+        """The cipher of ``key``, made once while it is used: a catch-up meets each
+        subject's key in batch after batch, and the key schedule costs more than a field's
+        decryption. Bounded (cleared when full); it holds keys a caller already had, and is
+        never asked whether a key exists (that is the key store's answer, every read)."""
+        cipher = cls._made.get(key)
+        if cipher is None:
+            if len(cls._made) >= cls._MADE_MAX:
+                cls._made.clear()
+            cipher = cls._made[key] = cls(key)
+        return cipher
+
+    @staticmethod
+    def nonces(n: int) -> list[bytes]:
+        """``n`` fresh random nonces (:func:`cqrskit.keystore.random_bytes`)."""
+        raw = random_bytes(_NONCE * n)
+        return [raw[i : i + _NONCE] for i in range(0, len(raw), _NONCE)]
+
     def __init__(self, key: bytes) -> None:
         found = _aead()
         if found is None:
@@ -55,15 +76,15 @@ class Cipher:
         aesgcm, self._invalid = found
         self._aead: Any = aesgcm(key)
 
-    def seal(self, plaintext: bytes, associated: bytes) -> str:
-        nonce = os.urandom(_NONCE)
+    def seal(self, plaintext: bytes, associated: bytes, nonce: bytes) -> str:
+        """``nonce``: fresh random bytes (:meth:`nonces`), never used before with this key."""
         sealed = self._aead.encrypt(nonce, plaintext, associated)
-        return base64.b64encode(nonce + sealed).decode("ascii")
+        return binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
 
     def open(self, token: str, associated: bytes) -> bytes | None:
         """The plaintext; None when the token does not open (damaged, or sealed elsewhere)."""
         try:
-            raw = base64.b64decode(token, validate=True)
+            raw = binascii.a2b_base64(token, strict_mode=True)
             plain: bytes = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], associated)
         except (self._invalid, ValueError, binascii.Error):
             return None

@@ -46,12 +46,13 @@ def seal(event: Event, spec: PersonalFields, type_name: str, key: bytes) -> byte
     """The payload of ``event`` with its personal fields sealed with ``key``."""
     data: dict[str, Any] = msgspec.to_builtins(event)
     subject = str(data[spec.subject])
-    cipher = Cipher(key)
-    for field in spec.fields:
-        value = data[field]
-        if value is not None:
-            token = cipher.seal(_encoder.encode(value), _associated(type_name, field, subject))
-            data[field] = {MARK: [subject, token]}
+    cipher = Cipher.of(key)
+    fields = [f for f in spec.fields if data[f] is not None]
+    nonces = Cipher.nonces(len(fields))  # one system call for the event, not one per field
+    for n, field in enumerate(fields):
+        plain = _encoder.encode(data[field])
+        token = cipher.seal(plain, _associated(type_name, field, subject), nonces[n])
+        data[field] = {MARK: [subject, token]}
     return _encoder.encode(data)
 
 
@@ -63,45 +64,52 @@ def open_records(
     """``records`` with every sealed field opened, or replaced by its placeholder
     (``placeholders(type_name)`` gives a type's; a field it does not name reads None).
     Returns ``records`` itself when none is sealed: the common batch costs one scan."""
-    sealed: list[tuple[int, dict[str, Any]]] = []
+    # (record index, its fields, [(field, subject, token)]): one pass over the fields.
+    sealed: list[tuple[int, dict[str, Any], list[tuple[str, str, str]]]] = []
+    subjects: set[str] = set()
     for i, record in enumerate(records):
-        if _MARK in record.payload:
-            sealed.append((i, _dict.decode(record.payload)))
+        if _MARK not in record.payload:
+            continue
+        data = _dict.decode(record.payload)
+        marks = []
+        for field, value in data.items():
+            if type(value) is dict and (pair := _pair(value)) is not None:
+                marks.append((field, *pair))
+                subjects.add(pair[0])
+        sealed.append((i, data, marks))
     if not sealed:
         return records
-    subjects = {v[MARK][0] for _, data in sealed for v in data.values() if _is_mark(v)}
     keys = lookup(subjects) if subjects else {}
-    ciphers: dict[str, Cipher | None] = {}
     opened = list(records)
     failed = 0
-    for i, data in sealed:
+    for i, data, marks in sealed:
         record = records[i]
         defaults = placeholders(record.type)
-        for field, value in data.items():
-            if not _is_mark(value):
-                continue
-            subject, token = value[MARK]
-            if subject in ciphers:
-                cipher = ciphers[subject]
-            else:
-                key = keys.get(subject)
-                cipher = ciphers[subject] = None if key is None else Cipher(key)
+        for field, subject, token in marks:
+            key = keys.get(subject)
             plain = None
-            if cipher is not None:
-                plain = cipher.open(token, _associated(record.type, field, subject))
+            if key is not None:
+                plain = Cipher.of(key).open(token, _associated(record.type, field, subject))
                 failed += plain is None
-            data[field] = defaults.get(field) if plain is None else msgspec.json.decode(plain)
+            data[field] = defaults.get(field) if plain is None else _decode(plain)
         opened[i] = msgspec.structs.replace(record, payload=_encoder.encode(data))
     if failed:
         log.warning("%d sealed field(s) did not open with their key: read as placeholders", failed)
     return opened
 
 
-def _is_mark(value: Any) -> bool:
-    return (
-        type(value) is dict
+_decode = msgspec.json.decode
+
+
+def _pair(value: dict[str, Any]) -> tuple[str, str] | None:
+    """``(subject, token)`` of a sealed field's value; None for any other dict."""
+    pair = value.get(MARK)
+    if (
+        type(pair) is list
         and len(value) == 1
-        and type(pair := value.get(MARK)) is list
         and len(pair) == 2
-        and all(type(part) is str for part in pair)
-    )
+        and type(pair[0]) is str
+        and type(pair[1]) is str
+    ):
+        return pair[0], pair[1]
+    return None

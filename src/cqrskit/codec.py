@@ -42,6 +42,8 @@ class Codec:
         self._personal: dict[type[Event], PersonalFields] = {}
         self._forgets: dict[type[Event], str] = {}
         self._placeholders: dict[str, dict[str, Any]] = {}
+        self._forgetting: set[str] = set()
+        """Type names of the events that forget a subject."""
         for cls in events:
             self.register(cls)
 
@@ -60,6 +62,7 @@ class Codec:
             self._placeholders[name] = personal.placeholders
         if forgets is not None:
             self._forgets[cls] = forgets
+            self._forgetting.add(name)
         self._classes[name] = cls
         self._decoders[name] = msgspec.json.Decoder(cls)
         return cls
@@ -118,6 +121,15 @@ class Codec:
             )
         return name, cls.__schema_version__, _sealing.seal(event, personal, name, key)
 
+    def encode_opened(self, event: Event) -> tuple[str, int, bytes]:
+        """What a read gives for ``event`` once its personal fields are opened: for test
+        kits that hand events to projections without a store. Never store it."""
+        cls = type(event)
+        name = cls.event_type()
+        if self._classes.get(name) is not cls:
+            raise UnknownEventType(name)
+        return name, cls.__schema_version__, _encoder.encode(event)
+
     def keyed(self, events: Sequence[Event]) -> tuple[set[str], set[str]] | None:
         """The subjects whose keys an append of ``events`` seals with, and those it forgets
         (see :mod:`cqrskit.personal`); None, at the cost of a set lookup per event, when
@@ -135,6 +147,17 @@ class Codec:
             if field is not None:
                 forgotten.add(str(getattr(event, field)))
         return (sealing, forgotten) if sealing or forgotten else None
+
+    def forgets_any(self, records: Sequence[RecordedEvent]) -> bool:
+        """Does any of ``records`` forget a subject? (After such a batch the read database
+        clears its files of what it deleted: :meth:`~cqrskit.ReadDatabase.scrub`.)"""
+        forgetting = self._forgetting
+        return bool(forgetting) and any(r.type in forgetting for r in records)
+
+    @property
+    def forgets(self) -> bool:
+        """Is any registered event type one that forgets a subject?"""
+        return bool(self._forgetting)
 
     def placeholders(self, type_name: str) -> Mapping[str, Any]:
         """What each personal field of a type reads as once its subject was forgotten."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from .codec import Codec
@@ -28,7 +28,15 @@ from .lease import Lease
 from .projection import Projection
 from .readside import ReadDatabase
 
-__all__ = ["Backend", "ClosableLease", "Location", "Options", "open_url"]
+__all__ = [
+    "Backend",
+    "ClosableLease",
+    "Location",
+    "Options",
+    "ReadDurability",
+    "check_read_durability",
+    "open_url",
+]
 
 _SCHEMES = {
     "sqlite": "sqlite",
@@ -42,6 +50,37 @@ class ClosableLease(Lease, Protocol):
     async def close(self) -> None: ...
 
 
+ReadDurability = Literal["relaxed", "strict"]
+"""How the read database commits (the event store is not concerned: see :class:`Options`).
+
+``"relaxed"`` (the default): a commit of the read database does not wait for the disk
+(SQLite ``synchronous=NORMAL`` in WAL mode; PostgreSQL ``SET LOCAL synchronous_commit =
+off`` in each of the read database's write transactions). A process crash (SIGKILL, an
+exception, an OOM kill) loses nothing; a power loss or an operating-system crash (and,
+on PostgreSQL, a crash of the read database's server) may lose the last commits. That is
+safe because the read side is derived from the log and each batch commits its rows with
+its checkpoint in one transaction: a lost tail of commits is lost whole, rows and
+checkpoint together, and the projection re-applies those events from the older checkpoint.
+Nothing is applied twice, nothing is skipped. See docs/consistency.md for what it means
+to ``X-Position`` tokens.
+
+``"strict"``: every commit of the read database waits for its fsync (SQLite
+``synchronous=FULL``; PostgreSQL the server's own ``synchronous_commit``, ``on`` unless
+configured otherwise), so a read model never steps back, even after a power loss."""
+
+
+_READ_DURABILITIES: tuple[ReadDurability, ...] = ("relaxed", "strict")
+
+
+def check_read_durability(value: str) -> ReadDurability:
+    """``value`` if it names a :data:`ReadDurability`, else a ConfigurationError."""
+    for known in _READ_DURABILITIES:
+        if value == known:
+            return known
+    names = ", ".join(repr(k) for k in _READ_DURABILITIES)
+    raise ConfigurationError(f"read durability must be one of {names}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Options:
     """What a backend may be tuned with; each takes what applies to it."""
@@ -51,6 +90,13 @@ class Options:
     (split by :func:`cqrskit.backends.postgres.url.split_budget`)."""
     pool_timeout: float = 1.0
     """PostgreSQL: seconds a call waits for a pooled connection before it fails."""
+    read_durability: ReadDurability = "relaxed"
+    """Whether the read database's commits wait for the disk: ``"relaxed"`` (the default)
+    does not, ``"strict"`` does (see :data:`ReadDurability`). The event store always does:
+    a command that answered is durable, whatever this says."""
+
+    def __post_init__(self) -> None:
+        check_read_durability(self.read_durability)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ passed back as it is.
 from __future__ import annotations
 
 import enum
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ Encoded = list[tuple[str, int, bytes]]
 
 EncodedAppends = list[tuple[StreamAppend, Encoded]]
 
+_SEAL_KEYS_MAX = 10_000
+"""Subjects whose keys a store keeps at hand to seal with (see ``_existing_keys``)."""
+
 _KEY_ATTEMPTS = 5
 """Seal-and-append attempts when another append made a subject's first key meanwhile."""
 
@@ -198,11 +202,6 @@ class EventStore(ABC):
 
     # -- personal data ------------------------------------------------------------------------
 
-    def _touches_keys(self, events: Sequence[Event]) -> bool:
-        """Does an append of ``events`` seal personal data or forget a subject? Such an
-        append goes through :meth:`append_streams`, whose transaction writes the keys."""
-        return self.codec.keyed(events) is not None
-
     async def _append_sealed(
         self,
         appends: Sequence[StreamAppend],
@@ -215,25 +214,20 @@ class EventStore(ABC):
         key rows to write (:meth:`_key_writes`) last in it, after ``within``.
 
         A subject's first key is made here and inserted by the append that first uses
-        it: no transaction of its own. Two appends may make one subject's first key at
-        once; the second to commit fails with :class:`KeyConflict` (nothing of it stored),
-        and is sealed again with the winner's key."""
+        it: no transaction of its own. A subject whose key this store has not seen is
+        taken for a new one at first (no lookup: a registration costs no extra query); if
+        it had a key (or was forgotten), or another append made its first key meanwhile,
+        the insert fails with :class:`KeyConflict`, nothing of the append is stored, and
+        it is sealed again with the keys looked up."""
         for attempt in range(_KEY_ATTEMPTS):
             keyed = self.codec.keyed([e for a in appends for e in a.events])
             if keyed is None:
                 parts, meta = self._encode_appends(appends, metadata)
                 return await run(parts, meta, within)
             sealing, forgotten = keyed
-            found = await self._lookup_keys(sealing) if sealing else {}
-            keys: dict[str, bytes] = {}
-            created: dict[str, bytes] = {}
-            for subject in sealing:
-                if subject not in found:
-                    keys[subject] = created[subject] = new_key()
-                elif (key := found[subject]) is not None:
-                    keys[subject] = key
-                else:
-                    raise SubjectForgotten(subject)
+            keys = await self._existing_keys(sealing, look_up=attempt > 0)
+            created = {s: new_key() for s in sealing if s not in keys}
+            keys.update(created)
             parts, meta = self._encode_appends(appends, metadata, keys)
             writes = self._key_writes(created, forgotten)
             try:
@@ -242,10 +236,60 @@ class EventStore(ABC):
                 if attempt == _KEY_ATTEMPTS - 1:
                     raise
                 continue
+            self._remember_keys(created)
             if forgotten:
+                for subject in forgotten:
+                    self._seal_keys.pop(subject, None)
                 await self._scrub()
             return results
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _prepare_sealed(
+        self, events: Sequence[Event], metadata: Metadata | None
+    ) -> tuple[Encoded, bytes] | None:
+        """For ``append``: the events encoded, sealed with their subjects' keys, when it
+        need not write any key row (every key exists, nobody is forgotten), so that it
+        takes the backend's plain append path; None when it must go through
+        :meth:`append_streams` (a first key to make, or a subject to forget)."""
+        keyed = self.codec.keyed(events)
+        if keyed is None:
+            return self._encode(events, metadata)
+        sealing, forgotten = keyed
+        if forgotten:
+            return None
+        keys = await self._existing_keys(sealing, look_up=False)
+        if len(keys) < len(sealing):
+            return None
+        return self._encode(events, metadata, keys)
+
+    async def _existing_keys(self, subjects: Collection[str], *, look_up: bool) -> dict[str, bytes]:
+        """The keys of ``subjects`` known to exist, to seal with: from a bounded per-store
+        cache (filled by this store's reads and appends), and with ``look_up`` from the
+        database for the others (raising :class:`SubjectForgotten` for a forgotten one).
+
+        A key that another process destroys meanwhile may still seal a late append here
+        from the cache, which nobody can open again: the store's reads always ask the
+        database, never this cache."""
+        keys = {s: k for s in subjects if (k := self._seal_keys.get(s)) is not None}
+        missing = [s for s in subjects if s not in keys]
+        if missing and look_up:
+            found = await self._lookup_keys(missing)
+            for subject, key in found.items():
+                if key is None:
+                    raise SubjectForgotten(subject)
+                keys[subject] = key
+            self._remember_keys(keys)
+        return keys
+
+    def _remember_keys(self, keys: Mapping[str, bytes | None]) -> None:
+        cache = self._seal_keys
+        if len(cache) >= _SEAL_KEYS_MAX:
+            cache.clear()
+        cache.update((s, k) for s, k in keys.items() if k is not None)
+
+    @functools.cached_property
+    def _seal_keys(self) -> dict[str, bytes]:
+        return {}
 
     async def _scrub(self) -> None:
         """After an append that forgot someone: clear what the database files still hold
@@ -268,8 +312,15 @@ class EventStore(ABC):
         self, records: list[RecordedEvent], lookup: _sealing.KeyLookup
     ) -> list[RecordedEvent]:
         """``records`` with their sealed fields opened; ``lookup`` finds keys (on the
-        read's own connection, as :meth:`_lookup_keys` answers)."""
-        return _sealing.open_records(records, lookup, self.codec.placeholders)
+        read's own connection, as :meth:`_lookup_keys` answers). The keys found are kept
+        to seal with (a command loads its aggregate, then appends to it)."""
+
+        def looked_up(subjects: Collection[str]) -> Mapping[str, bytes | None]:
+            found = lookup(subjects)
+            self._remember_keys(found)
+            return found
+
+        return _sealing.open_records(records, looked_up, self.codec.placeholders)
 
     @abstractmethod
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:

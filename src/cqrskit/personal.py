@@ -39,8 +39,9 @@ whose token does not open: a damaged or foreign one, logged once per read) reads
 field; never an error that would stop a projection. A rebuild after forgetting therefore
 sees the forgotten state. Fields are opened before upcasting: an upcaster gets the plain
 values of its version, and None for a forgotten field that the current class does not
-declare (a field of an older version only: so upcasters of personal fields accept None). ``read_all(..., sealed=True)`` gives the events as stored (the
-relay publishes those: a consumer downstream never gets personal data in clear).
+declare (a field of an older version only: so upcasters of personal fields accept None).
+``read_all(..., sealed=True)`` gives the events as stored (the relay publishes those: a
+consumer downstream never gets personal data in clear).
 
 The cipher comes from the ``cryptography`` package (``pip install cqrskit[crypto]``);
 registering an event class that declares personal fields without it is a
@@ -69,8 +70,9 @@ class KeyConflict(CqrsKitError):
     and retries (see :meth:`~cqrskit.EventStore.append_streams`); it reaches a caller only
     after repeated losses."""
 
-    def __init__(self, subject: str) -> None:
-        super().__init__(f"the key of data subject {subject!r} was made by another append")
+    def __init__(self, subject: str | None = None) -> None:
+        whose = "a data subject" if subject is None else f"data subject {subject!r}"
+        super().__init__(f"the key of {whose} was made by another append")
         self.subject = subject
 
 

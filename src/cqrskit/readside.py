@@ -97,6 +97,13 @@ class ReadDatabase(Protocol):
         """A fresh, empty target for this projection's tables (see :class:`RebuildTarget`)."""
         ...
 
+    async def scrub(self) -> None:
+        """After a batch that forgot someone (:mod:`cqrskit.personal`): clear what the
+        database's files still hold of the rows it deleted, where the backend can (SQLite
+        checkpoints its WAL and truncates it; its writer zeroes deleted rows in place).
+        PostgreSQL and memory have nothing to do here: see ``docs/personal-data.md``."""
+        ...
+
 
 async def create_read_models(db: ReadDatabase, projections: Sequence[Projection]) -> dict[str, int]:
     """Create the checkpoint table, the actions' and the relays' (``cqrskit._relays``), and

@@ -304,6 +304,8 @@ async def rebuild(
         for attempt in range(1, max_swap_attempts + 1):
             await catch_up(None)
             if await target.swap(decide):
+                if store.codec.forgets:  # the old tables are gone: clear what the WAL kept
+                    await db.scrub()
                 seconds = time.monotonic() - started
                 rate = state.done / seconds if seconds > 0 else 0.0
                 if on_progress is not None:

@@ -283,6 +283,8 @@ class ProjectionRunner:
                 if outcome == "applied":
                     worker.pause = infrastructure_backoff()
                     worker.state = state
+                    if self._store.codec.forgets_any(events):  # see cqrskit.personal
+                        await self._db.scrub()
                     if go is None:
                         # A short batch: the log ended there when it was read. Wait for
                         # news rather than read again at once (the wait looks first, so

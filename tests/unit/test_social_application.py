@@ -18,6 +18,7 @@ from cqrskit.testing import CommandScenario, ProjectionScenario
 from social.application.commands import (
     CreatePost,
     FollowUser,
+    ForgetUser,
     RegisterUser,
     UnfollowUser,
     UpdateProfile,
@@ -51,10 +52,12 @@ from social.domain import (
     UnknownActor,
     User,
     UserFollowed,
+    UserForgotten,
     UserNotFound,
     UserProfileUpdated,
     UserRegistered,
     UserUnfollowed,
+    WrongPassword,
     verify_password,
 )
 from social.infrastructure.queries import ReadQueries
@@ -391,3 +394,89 @@ def test_the_application_layer_imports_nothing_outward() -> None:
                 continue
             found += [f"{path.name}: {n}" for n in names if n.startswith(OUTER)]
     assert found == []
+
+
+# -- forgetting a user ---------------------------------------------------------------------------
+
+
+async def test_forgetting_needs_the_password_then_the_user_acts_and_is_found_no_more(
+    scenario: CommandScenario, handlers: CommandHandlers
+) -> None:
+    ann = await scenario.when(handlers.register_user, RegisterUser("ann@example.com", "password1"))
+    bob = await scenario.when(handlers.register_user, RegisterUser("bob@example.com", "password2"))
+    ann_id, bob_id = ann.value.id, bob.value.id
+    for wrong in ("password2", "bad\x00"):
+        await scenario.when(handlers.forget_user, ForgetUser(ann_id, wrong))
+        scenario.then_raises(WrongPassword)
+    done = await scenario.when(handlers.forget_user, ForgetUser(ann_id, "password1"))
+    assert done.value is not None
+    assert done.value.deleted is True
+    scenario.then(UserForgotten(ann_id, NOW))
+    for command in (
+        CreatePost(ann_id, "still here?"),
+        FollowUser(ann_id, bob_id),
+        UpdateProfile(ann_id, ann_id, 2, display_name="Ann"),
+        ForgetUser(ann_id, "password1"),
+    ):
+        await scenario.when(getattr(handlers, _HANDLER[type(command)]), command)
+        scenario.then_raises(UnknownActor)
+    await scenario.when(handlers.follow_user, FollowUser(bob_id, ann_id))
+    scenario.then_raises(UserNotFound)
+    again = await scenario.when(
+        handlers.register_user, RegisterUser("ann@example.com", "pw-again1")
+    )
+    assert again.value is not None
+    assert again.value.id != ann_id  # the email is free again
+
+
+_HANDLER = {
+    CreatePost: "create_post",
+    FollowUser: "follow_user",
+    UpdateProfile: "update_profile",
+    ForgetUser: "forget_user",
+}
+
+
+async def test_forgetting_drops_the_user_and_uncounts_their_follows(
+    profiles: ProjectionScenario,
+) -> None:
+    for user_id in ("ann", "bob", "cid"):
+        await profiles.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+    await profiles.given(
+        UserFollowed("ann", "bob", NOW), UserFollowed("cid", "ann", NOW),
+        UserFollowed("cid", "bob", NOW), UserFollowed("bob", "ann", NOW),
+        UserUnfollowed("bob", "ann", NOW),
+    )  # fmt: skip
+    await profiles.given(UserForgotten("ann", NOW), stream=User.stream_id("ann"))
+    await profiles.then_rows(
+        PROFILES, ("bob", "bob", None, 0, 1, 0, 1), ("cid", "cid", None, 0, 0, 1, 1)
+    )
+    # A follow or unfollow appended just after the forget (it raced it) counts nothing.
+    await profiles.given(UserFollowed("bob", "ann", NOW), UserUnfollowed("cid", "ann", NOW))
+    await profiles.then_rows(
+        PROFILES, ("bob", "bob", None, 0, 1, 0, 1), ("cid", "cid", None, 0, 0, 1, 1)
+    )
+    await profiles.then_rows("SELECT follower_id, followee_id FROM profile_follows", ("cid", "bob"))
+
+
+async def test_forgetting_drops_the_author_and_their_posts(posts: ProjectionScenario) -> None:
+    for user_id in ("ann", "bob"):
+        await posts.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+    await posts.given(PostCreated("p1", "ann", "a", NOW), PostCreated("p2", "bob", "b", NOW))
+    await posts.given(UserForgotten("ann", NOW), stream=User.stream_id("ann"))
+    await posts.then_rows("SELECT id FROM post_authors", ("bob",))
+    await posts.then_rows("SELECT id, user_id FROM posts", ("p2", "bob"))
+
+
+async def test_forgetting_drops_the_user_from_every_follow_list(
+    follows: ProjectionScenario,
+) -> None:
+    for user_id in ("ann", "bob", "cid"):
+        await follows.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+    await follows.given(
+        UserFollowed("ann", "bob", NOW), UserFollowed("cid", "ann", NOW),
+        UserFollowed("cid", "bob", NOW),
+    )  # fmt: skip
+    await follows.given(UserForgotten("ann", NOW), stream=User.stream_id("ann"))
+    await follows.then_rows("SELECT id FROM follow_users ORDER BY id", ("bob",), ("cid",))
+    await follows.then_rows("SELECT follower_id, followee_id FROM follows", ("cid", "bob"))

@@ -186,7 +186,8 @@ class Relay:
                 f" (subjects {self.subject_prefix}.<EventType>)"
                 f" after position {self._end.position}",
             )
-        events = await self.store.read_all(self._end.position, self.batch_size)
+        # As stored: personal fields stay sealed on the wire (cqrskit.personal).
+        events = await self.store.read_all(self._end.position, self.batch_size, sealed=True)
         if not events:
             await _wait(
                 stop,

@@ -9,7 +9,11 @@ Subject ``<prefix>.<EventType>``; header ``Nats-Msg-Id`` = the event's id; body:
 ``data`` is the event's payload as the app's current class reads it (stored payloads of
 older schema versions are upcast first); an event the app cannot decode (a type it no
 longer knows, a payload that no longer fits) is published as stored, and
-``schema_version`` always says which version ``data`` is of.
+``schema_version`` always says which version ``data`` is of. Personal fields
+(:mod:`cqrskit.personal`) stay sealed, as stored: ``{"$sealed": [subject, token]}``; an
+event holding any is published as stored, never opened to be upcast, so that nothing of a
+person reaches the stream in clear (and forgetting them makes what the stream holds
+unreadable too).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from .._sealing import is_sealed
 from ..codec import Codec
 from ..errors import ConfigurationError, SerializationError
 from ..messages import RecordedEvent
@@ -113,7 +118,8 @@ def to_message(record: RecordedEvent, codec: Codec, prefix: str) -> RelayMessage
 
 def _data(record: RecordedEvent, codec: Codec) -> tuple[bytes, int]:
     """The payload as JSON and the schema version it is of."""
-    if not codec.known(record.type):
+    if not codec.known(record.type) or is_sealed(record.payload):
+        # A sealed payload is published as stored: upcasting would need it opened.
         return record.payload, record.schema_version
     current = codec.class_for(record.type).__schema_version__
     if record.schema_version == current:

@@ -57,7 +57,8 @@ class ProjectionScenario:
 
     async def given(self, *events: Event, stream: str = DEFAULT_STREAM) -> int:
         """Apply ``events``, appended in turn to ``stream``; return the last position."""
-        encoded = [self.codec.encode(event) for event in events]
+        # As a read gives them: personal fields opened (cqrskit.personal).
+        encoded = [self.codec.encode_opened(event) for event in events]
         return await self._apply([(stream, *e) for e in encoded])
 
     async def given_stored(

@@ -125,8 +125,9 @@ async def test_two_relays_without_a_lease_are_kept_apart_by_the_broker(
 async def test_social_relay_publishes_the_service_events(
     tmp_path: Path, own_nats: NatsServer
 ) -> None:
-    """On a broker of its own: the subjects ``social.events.>`` are the service's."""
-    from social.application.commands import CreatePost, RegisterUser
+    """On a broker of its own: the subjects ``social.events.>`` are the service's; the
+    personal data of a user (forgotten since, or not) is never on the stream in clear."""
+    from social.application.commands import CreatePost, ForgetUser, RegisterUser
     from social.domain import ScryptParams
     from social.infrastructure.bootstrap import SocialApp
     from social.infrastructure.settings import Settings
@@ -146,15 +147,24 @@ async def test_social_relay_publishes_the_service_events(
         " (subjects social.events.<EventType>) after position 0"
     )
     settings = Settings(data_dir=data, secret=b"s" * 32, scrypt=ScryptParams(n=2**10))
+    personal = ["ada@example.com", "Ada Lovelace", "https://img.example/ada.png"]
     async with SocialApp(settings, run_projections=False) as service:
-        user = await service.dispatch(RegisterUser("ada@example.com", "a long password 1"))
+        ada = RegisterUser(personal[0], "a long password 1", personal[1], personal[2])
+        user = await service.dispatch(ada)
         await service.dispatch(CreatePost(user.value.id, "hello"))
+        await service.dispatch(ForgetUser(user.value.id, "a long password 1"))
     for _ in range(100):
         stored = await read_stream(own_nats.url, name, "social.events")
-        if len(stored.subjects) == 2:
+        if len(stored.subjects) == 3:
             break
         await asyncio.sleep(0.05)
-    assert stored.subjects == ["social.events.UserRegistered", "social.events.PostCreated"]
-    assert stored.positions == [1, 2]
+    assert stored.subjects == [
+        "social.events.UserRegistered", "social.events.PostCreated",
+        "social.events.UserForgotten",
+    ]  # fmt: skip
+    assert stored.positions == [1, 2, 3]
+    registered = json.loads(stored.bodies[0])["data"]
+    assert registered["email"]["$sealed"][0] == user.value.id  # sealed, as stored
+    assert [p for p in personal if any(p.encode() in b for b in stored.bodies)] == []
     assert await relay.stop() == 0
     assert "Traceback" not in await relay.stderr()

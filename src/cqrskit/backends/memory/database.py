@@ -111,6 +111,9 @@ class MemoryDatabase:
     async def read(self, fn: Callable[[SqliteTx], T]) -> T:
         return await self.run(lambda: self.read_sync(fn))
 
+    async def scrub(self) -> None:
+        return  # nothing on disk
+
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A second in-memory database where ``projection`` is rebuilt (see
         :class:`MemoryRebuildTarget`)."""

@@ -75,10 +75,11 @@ class MemoryEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        if self._touches_keys(events):  # its key rows go in the same transaction
+        prepared = await self._prepare_sealed(events, metadata)
+        if prepared is None:  # it writes key rows: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
-        encoded, meta = self._encode(events, metadata)
+        encoded, meta = prepared
         append = functools.partial(
             self._append_sync, stream_id, expected_version, encoded, meta, tuple(events)
         )

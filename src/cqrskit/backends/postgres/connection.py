@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg_pool
 from psycopg import sql as pgsql
+from psycopg.pq import TransactionStatus
 
 from ...errors import (
     DamagedDatabase,
@@ -228,20 +229,39 @@ def write_transaction(
     conn: psycopg.Connection[Any],
     fn: Callable[[PgTx], T],
     pipeline: bool,
-    setup: pgsql.Composed | None = None,
+    setup: Sequence[pgsql.SQL | pgsql.Composed] = (),
 ) -> T:
-    """``fn`` in one transaction on ``conn``, after the ``setup`` statement if any. With
-    ``pipeline`` its statements are sent without waiting for each answer (psycopg
-    pipeline mode: one round trip per sync instead of one per statement); ``execute``
-    then returns -1 for the row count."""
-    if not pipeline:
+    """``fn`` in one transaction on ``conn``, after the ``setup`` statements (``SET
+    LOCAL ...``: no parameters) if any. With ``pipeline`` its statements are sent without
+    waiting for each answer (psycopg pipeline mode: one round trip per sync instead of one
+    per statement); ``execute`` then returns -1 for the row count. Without, ``BEGIN`` and
+    the setup statements go in one round trip (one simple query)."""
+    if pipeline:
+        # The pipeline first: BEGIN goes out with the first statement, COMMIT with the
+        # last sync, instead of a round trip each.
+        with conn.pipeline() as pipe, conn.transaction():
+            for statement in setup:
+                conn.execute(statement)
+            return fn(PgTx(conn, pipe))
+    if not setup:
         with conn.transaction():
-            if setup is not None:
-                conn.execute(setup)
             return fn(PgTx(conn))
-    # The pipeline first: BEGIN goes out with the first statement, COMMIT with the last
-    # sync, instead of a round trip each.
-    with conn.pipeline() as pipe, conn.transaction():
-        if setup is not None:
-            conn.execute(setup)
-        return fn(PgTx(conn, pipe))
+    conn.execute(pgsql.SQL("; ").join([pgsql.SQL("BEGIN"), *setup]))
+    try:
+        result = fn(PgTx(conn))
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return result
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """End a failed transaction begun by hand, as ``conn.transaction()`` would: a
+    connection that is broken (or busy: an interrupted statement) is left as it is, for
+    its pool to discard."""
+    status = conn.info.transaction_status
+    if conn.closed or status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        return
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("ROLLBACK")

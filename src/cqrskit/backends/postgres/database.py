@@ -1,4 +1,30 @@
-"""The read database on PostgreSQL, and its blue/green rebuild target (a fresh schema)."""
+"""The read database on PostgreSQL, and its blue/green rebuild target (a fresh schema).
+
+Durability: by default (``durability="relaxed"``) each write transaction of the read
+database runs ``SET LOCAL synchronous_commit = off`` (sent with its ``BEGIN``, or
+pipelined): its commit returns without waiting for the WAL flush, which the server's WAL
+writer does within ``3 * wal_writer_delay`` (600 ms by default), and any later synchronous
+commit on the server (an append of the event store, when it shares the server) flushes
+it too. A crash of the application loses nothing; a crash of the server (power loss,
+``pg_ctl stop -m immediate``, an OOM kill of a backend) may lose the read database's last
+commits. PostgreSQL's recovery replays its WAL up to the last record flushed: what is lost
+is a tail of whole transactions, and a projection's batch commits its rows and its
+checkpoint in one transaction, so they are lost together. The projection finds its older
+checkpoint (its next batch's compare-and-set sees it, in a process that kept running) and
+re-applies the events from there: nothing is applied twice, nothing skipped, and nothing
+it applied can be missing from the log, whose commits are synchronous and precede the
+reads of them.
+
+A rebuild's batches into its fresh schema never wait (whatever the durability), its
+swap always does (see :class:`PgRebuildTarget`).
+
+``SET LOCAL``, not a setting of the session: it ends with its transaction, so a pooled
+connection never carries it anywhere else (not through PgBouncer in transaction mode,
+not to the event store's transactions when both share a database: the event store has
+its own pool and stays synchronous). ``durability="strict"`` sets nothing: every commit
+waits as the server's ``synchronous_commit`` says (``on`` unless configured otherwise).
+See :data:`cqrskit.connect.ReadDurability` and ``docs/consistency.md``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +37,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from ...checkpoints import lock_position
+from ...connect import ReadDurability, check_read_durability
 from ...errors import ConfigurationError
 from ...projection import Projection
 from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
@@ -25,6 +52,9 @@ T = TypeVar("T")
 
 SCHEMA_LOCK = 0x637172736B736368  # "cqrsksch"
 """The transaction advisory lock that read-side schema changes take (``write_schema``)."""
+
+ASYNC_COMMIT = pgsql.SQL("SET LOCAL synchronous_commit = off")
+"""What each write transaction of a relaxed read database runs first (module docstring)."""
 
 
 class PostgresDatabase:
@@ -45,17 +75,26 @@ class PostgresDatabase:
     :class:`~cqrskit.errors.OperationalError` (the pool is exhausted). A blue/green
     rebuild's swap holds one connection while its final catch-up writes through another:
     give a database that rebuilds at least two.
+
+    ``durability``: ``"relaxed"`` (the default: the write transactions' commits do not
+    wait for the WAL flush) or ``"strict"`` (they do): see the module docstring.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        durability: ReadDurability = "relaxed",
         pool_min: int = 1,
         pool_max: int = 8,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         self.url = url
+        self.durability = check_read_durability(durability)
+        self.setup: tuple[pgsql.SQL | pgsql.Composed, ...] = (
+            (ASYNC_COMMIT,) if durability == "relaxed" else ()
+        )
+        """The statements each write transaction runs first."""
         self._pool = PgPool(
             url, min_size=pool_min, max_size=pool_max, name="cqrskit-read", timeout=pool_timeout
         )
@@ -66,7 +105,8 @@ class PostgresDatabase:
         return self._pool.max_size
 
     def write_sync(self, fn: Callable[[PgTx], T], pipeline: bool = False) -> T:
-        return self._pool.write_sync(fn, pipeline)
+        with self._pool.connection() as conn:
+            return write_transaction(conn, fn, pipeline, self.setup)
 
     def read_sync(self, fn: Callable[[PgTx], T]) -> T:
         return self._pool.read_sync(fn)
@@ -76,7 +116,7 @@ class PostgresDatabase:
         return self._pool.connection()
 
     async def write(self, fn: Callable[[PgTx], T], *, pipeline: bool = False) -> T:
-        return await self._pool.run(lambda: self._pool.write_sync(fn, pipeline))
+        return await self._pool.run(lambda: self.write_sync(fn, pipeline))
 
     async def write_schema(self, fn: Callable[[PgTx], T]) -> T:
         """See :meth:`cqrskit.readside.ReadDatabase.write_schema`: under a transaction
@@ -99,6 +139,11 @@ class PostgresDatabase:
         """Never: PostgreSQL detects and reports damage to its own storage (data
         checksums, WAL); repairing a cluster is its operator's work, not a service's."""
         return None
+
+    async def scrub(self) -> None:
+        """Nothing to do in a transaction: a deleted row is gone from every dump at once,
+        and its dead tuple stays in the table's pages until VACUUM (docs/personal-data.md)."""
+        return
 
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A fresh schema where ``projection``'s tables are rebuilt under their plain names;
@@ -148,14 +193,21 @@ class PgRebuildTarget:
         search_path = pgsql.SQL("SET LOCAL search_path TO {}, {}").format(
             pgsql.Identifier(self.schema), pgsql.Identifier(self._live_schema)
         )
+        # Never waits for the WAL flush, whatever the live database's durability (as a
+        # SQLite rebuild file runs with synchronous=OFF): after a crash before the swap
+        # the fresh schema is never used again (a rebuild starts in a new one), and the
+        # swap's commit, which waits for its flush, flushes the WAL up to it, these
+        # batches included.
         with self._live.connection() as conn:
-            return write_transaction(conn, fn, pipeline, search_path)
+            return write_transaction(conn, fn, pipeline, (ASYNC_COMMIT, search_path))
 
     async def write(self, fn: Callable[[SqlTx], T], *, pipeline: bool = False) -> T:
         return await self._live.run(lambda: self._write_sync(fn, pipeline))
 
     def _swap_sync(self, decide: Callable[[SqlTx], bool]) -> bool:
         live, fresh = pgsql.Identifier(self._live_schema), pgsql.Identifier(self.schema)
+        # A plain transaction, whatever the durability: the swap (rare) waits for its
+        # flush, which makes the rebuilt tables durable with it.
         with self._live.connection() as conn, conn.transaction():
             tx = PgTx(conn)
             # Taken first, as live batches do: no batch commits between decide's compare

@@ -21,13 +21,12 @@ from typing import Any, TypeVar
 import psycopg
 
 from ...keystore import SubjectForgotten, new_key
-from ...personal import KeyConflict
 from ...sql import SqlTx
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
 from .connection import PgTx
 from .migrate import apply_on
 
-__all__ = ["PostgresKeyStore", "key_writes", "lookup_keys"]
+__all__ = ["KEY_CONSTRAINT", "PostgresKeyStore", "key_writes", "lookup_keys"]
 
 T = TypeVar("T")
 
@@ -46,12 +45,11 @@ _TOMBSTONE = (
     " forgotten_at = coalesce(cqrskit_keys.forgotten_at, excluded.forgotten_at)"
 )
 _SELECT_MANY = "SELECT subject, key FROM cqrskit_keys WHERE subject = ANY(?)"
-# RETURNING makes the pipelined append wait for this statement's answer (one round trip
-# more, only for an append that makes a subject's first key): no row back is a conflict.
-_NEW = (
-    "INSERT INTO cqrskit_keys (subject, key) VALUES (?, ?)"
-    " ON CONFLICT (subject) DO NOTHING RETURNING subject"
-)
+# A plain INSERT: it travels with the append's COMMIT (pipelined, no answer awaited); a
+# subject keyed meanwhile fails the transaction on the primary key, which the store
+# reports as a KeyConflict (KEY_CONSTRAINT) and seals again.
+_NEW = "INSERT INTO cqrskit_keys (subject, key) VALUES (?, ?)"
+KEY_CONSTRAINT = "cqrskit_keys_pkey"
 
 
 def lookup_keys(tx: SqlTx, subjects: Iterable[str]) -> dict[str, bytes | None]:
@@ -69,14 +67,13 @@ def key_writes(
     created: dict[str, bytes], forgotten: Iterable[str]
 ) -> Callable[[SqlTx, object], None]:
     """The key rows an append writes in its own transaction: the keys it made (a subject
-    keyed meanwhile by another append is a :class:`KeyConflict`, and the store seals again)
-    and the tombstones of the subjects it forgets."""
+    keyed meanwhile by another append violates :data:`KEY_CONSTRAINT`) and the tombstones
+    of the subjects it forgets."""
     forget = tuple(forgotten)
 
     def write(tx: SqlTx, _results: object) -> None:
         for subject, key in created.items():
-            if tx.fetchone(_NEW, (subject, key)) is None:
-                raise KeyConflict(subject)
+            tx.execute(_NEW, (subject, key))
         for subject in forget:
             tx.execute(_TOMBSTONE, (subject,))
 

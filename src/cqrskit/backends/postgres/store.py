@@ -83,6 +83,7 @@ from ..._waiters import Waiters
 from ...codec import Codec
 from ...errors import (
     StoreClosed,
+    UniqueViolation,
 )
 from ...eventstore import (
     ANY,
@@ -95,6 +96,7 @@ from ...eventstore import (
     Within,
 )
 from ...messages import Event, Metadata, RecordedEvent
+from ...personal import KeyConflict
 from ...projection import Projection
 from ...sql import SqlTx
 from . import keys as _keys
@@ -243,10 +245,11 @@ class PostgresEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        if self._touches_keys(events):  # its key rows go in the same transaction
+        prepared = await self._prepare_sealed(events, metadata)
+        if prepared is None:  # it writes key rows: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
-        encoded, meta = self._encode(events, metadata)
+        encoded, meta = prepared
         events = tuple(events)
         result = await self._run(
             lambda: self._appender.append(stream_id, expected_version, encoded, meta, events)
@@ -273,7 +276,12 @@ class PostgresEventStore(EventStore):
         meta: bytes,
         within: Within | None,
     ) -> list[AppendResult]:
-        results = await self._run(lambda: self._appender.append_streams(parts, meta, within))
+        try:
+            results = await self._run(lambda: self._appender.append_streams(parts, meta, within))
+        except UniqueViolation as exc:
+            if exc.constraint == _keys.KEY_CONSTRAINT:  # a first key made meanwhile
+                raise KeyConflict() from exc
+            raise
         if results:
             last = max(r.position for r in results)
             self._committed(last)

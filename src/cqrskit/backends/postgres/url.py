@@ -76,6 +76,10 @@ async def open_location(
         pool_timeout=options.pool_timeout,
     )
     db = PostgresDatabase(
-        read_url, pool_min=1, pool_max=pools.read, pool_timeout=options.pool_timeout
+        read_url,
+        durability=options.read_durability,
+        pool_min=1,
+        pool_max=pools.read,
+        pool_timeout=options.pool_timeout,
     )
     return Backend(store=store, db=db, lease=PgAdvisoryLease(read_url))

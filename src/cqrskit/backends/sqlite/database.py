@@ -11,6 +11,21 @@ recreates them (with their indexes) from the fresh file's schema, copying the ro
 Readers in WAL mode keep their snapshot: they see the old tables and checkpoint or the new
 ones, never a mix.
 
+Durability: by default (``durability="relaxed"``) the file runs with
+``synchronous=NORMAL`` in WAL mode: a commit is safe from a process crash (SIGKILL, an
+exception) but not from a power loss or an operating-system crash, which may lose the
+last commits (those since the WAL was last synced, at most about one WAL checkpoint's
+worth). A read model may lose them: it is derived from the log, and a projection commits
+each batch's rows with its checkpoint in one transaction. SQLite's WAL recovery keeps a
+prefix of the commits (a frame counts only if its checksum, chained to every frame before
+it, holds, and a transaction only with its commit frame), so what is lost is a tail of
+whole transactions, rows and checkpoint together: the projection finds its older
+checkpoint and re-applies the events from there; nothing is applied twice. The event
+store (``write.db``) is not concerned: it stays ``synchronous=FULL``.
+``durability="strict"`` gives ``synchronous=FULL`` here too (every commit fsynced: a read
+model never steps back); see :data:`cqrskit.connect.ReadDurability` and
+``docs/consistency.md``.
+
 Damage: the first connection runs ``PRAGMA quick_check`` (every page read once: about
 0.2 s for a 150 MB file with a warm cache), so a damaged file is found at open, as
 :class:`~cqrskit.errors.DamagedDatabase` naming it, not mid-batch. The read side is
@@ -23,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import time
@@ -32,6 +48,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..._workers import Workers
+from ...connect import ReadDurability, check_read_durability
 from ...errors import DamagedDatabase, StoreClosed
 from ...projection import Projection
 from ...readside import RebuildTarget, SwapDeclined, tables_to_rebuild
@@ -51,6 +68,8 @@ __all__ = ["SqliteDatabase", "SqliteRebuildTarget"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("cqrskit.personal")
+
 _SCHEMA = "cqrskit_rebuild"
 _SWAP_CACHE_KIB = 64
 """Page cache, in KiB, of the live and the fresh file while the swap copies the tables:
@@ -68,12 +87,26 @@ class SqliteDatabase:
     ``write(fn)`` runs ``fn(tx)`` in ``BEGIN IMMEDIATE ... COMMIT`` on the writer thread;
     ``read(fn)`` runs it in a read transaction (a consistent snapshot) on a reader thread.
     Any exception rolls the transaction back; sqlite3 errors come out converted.
+
+    ``durability``: ``"relaxed"`` (the default, ``synchronous=NORMAL``) or ``"strict"``
+    (``synchronous=FULL``): see the module docstring. ``synchronous``, when given, is the
+    ``PRAGMA synchronous`` itself and wins over ``durability`` (``"OFF"`` for a file that
+    is thrown away after a crash anyway, such as a rebuild's).
     """
 
     def __init__(
-        self, path: str | Path, *, synchronous: str = "FULL", readers: int = 4, check: bool = True
+        self,
+        path: str | Path,
+        *,
+        durability: ReadDurability = "relaxed",
+        synchronous: str | None = None,
+        readers: int = 4,
+        check: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.durability = check_read_durability(durability)
+        if synchronous is None:
+            synchronous = "NORMAL" if durability == "relaxed" else "FULL"
         self._synchronous = synchronous
         self._check = check
         closed = functools.partial(StoreClosed, f"database {self.path} is closed")
@@ -156,6 +189,17 @@ class SqliteDatabase:
         file at start-up (see the module docstring); reads in flight would fail."""
         self._check_open()
         return str(await self._writer_pool.run(self._set_aside_sync))
+
+    async def scrub(self) -> None:
+        """Checkpoint the WAL and truncate it: the old page images of the rows a forget
+        deleted (zeroed in their pages by ``secure_delete``) leave ``-wal`` too."""
+        busy = await self.run_on_writer(_truncate_wal)
+        if busy:
+            log.warning(
+                "%s: a reader held back the WAL checkpoint after a forget; deleted rows stay"
+                " in old WAL frames until the next complete checkpoint",
+                self.path,
+            )
 
     async def open_rebuild(self, projection: Projection) -> RebuildTarget:
         """A fresh database file beside this one where ``projection`` is rebuilt; its swap
@@ -252,3 +296,9 @@ class SqliteRebuildTarget:
         for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _truncate_wal(conn: sqlite3.Connection) -> bool:
+    """``PRAGMA wal_checkpoint(TRUNCATE)``; True when a reader kept it from completing."""
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return bool(busy)

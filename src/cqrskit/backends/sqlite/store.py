@@ -194,12 +194,13 @@ class SqliteEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        if self._touches_keys(events):  # its key rows go in the same transaction
+        prepared = await self._prepare_sealed(events, metadata)
+        if prepared is None:  # it writes key rows: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
-        # Encoded here, on the caller's side: the writer thread only does SQL, and an
+        # Encoded (above) on the caller's side: the writer thread only does SQL, and an
         # unregistered event fails before anything is queued.
-        encoded, meta = self._encode(events, metadata)
+        encoded, meta = prepared
         request = AppendRequest(
             asyncio.get_running_loop(),
             self._inline_handlers,

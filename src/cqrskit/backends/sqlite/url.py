@@ -27,7 +27,7 @@ async def open_location(
     store = await SqliteEventStore.open(directory / "write.db", codec, inline=inline)
     return Backend(
         store=store,
-        db=SqliteDatabase(directory / "read.db"),
+        db=SqliteDatabase(directory / "read.db", durability=options.read_durability),
         lease=SqliteLease(directory / "read.db"),
         directory=directory,
     )

@@ -19,6 +19,7 @@ from ..domain import (
     NotAllowed,
     UnknownActor,
     UserNotFound,
+    WrongPassword,
 )
 
 __all__ = ["ERRORS", "BodyTooLarge"]
@@ -58,6 +59,7 @@ ERRORS: dict[type[Exception], int | ErrorHandler] = {
     InvalidCredentials: 401,
     TooManyAttempts: _too_many,
     UnknownActor: 401,
+    WrongPassword: 401,
     NotAllowed: 403,
     UserNotFound: 404,
     EmailAlreadyRegistered: 409,

@@ -123,6 +123,24 @@ async def update_profile(
     return respond(result, {"id": result.value.id, "version": result.value.version})
 
 
+@router.delete(
+    "/users/me",
+    response_model=s.DeletedOut,
+    tags=["users"],
+    responses=responses(
+        write=True, extra={401: "No valid bearer token, or the password is wrong."}
+    ),
+)
+async def forget_me(
+    body: s.Forget, container: Services, me: CurrentUser, key: IdempotencyKeyHeader
+) -> Response:
+    """Forget the caller: their personal data becomes unreadable everywhere the service
+    stored it (crypto-shredding: docs/personal-data.md), their tokens stop working, their
+    email may register again."""
+    result = await container.dispatch(c.ForgetUser(me, body.password), idempotency=_mine(key, me))
+    return respond(result, {"deleted": result.value.deleted})
+
+
 # -- posts ---------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,12 @@ class SessionRequest(_Body):
     password: str
 
 
+class Forget(_Body):
+    """The password confirms it: ``DELETE /users/me`` cannot be undone."""
+
+    password: str
+
+
 class ProfileChange(_Body):
     """A field left out stays as it is; ``null`` clears it (the name falls back to the
     email's local part)."""
@@ -101,6 +107,10 @@ class FollowItem(BaseModel):
 class FollowPage(BaseModel):
     items: list[FollowItem]
     next: str | None
+
+
+class DeletedOut(BaseModel):
+    deleted: bool
 
 
 class Following(BaseModel):

@@ -14,8 +14,10 @@ from ..domain import KEEP, Keep
 
 __all__ = [
     "CreatePost",
+    "Deleted",
     "FollowUser",
     "Following",
+    "ForgetUser",
     "PostId",
     "RegisterUser",
     "UnfollowUser",
@@ -43,6 +45,11 @@ class Following:
     following: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    deleted: bool
+
+
 # -- the commands ------------------------------------------------------------------------------
 
 
@@ -63,6 +70,14 @@ class UpdateProfile(Command[UserVersion]):
     """The user's version the client saw: checked atomically by the append."""
     display_name: str | Keep | None = KEEP
     avatar_url: str | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
+class ForgetUser(Command[Deleted]):
+    """Forget the user (``DELETE /users/me``): confirmed with their password."""
+
+    user_id: str
+    password: str = field(repr=False)  # never in a log line
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ The bus registers each method explicitly (see ``social.infrastructure.bootstrap`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from cqrskit import ConcurrencyError, EventStore, Repository, UniqueViolation, new_id
@@ -19,9 +19,12 @@ from ..domain import (
     UnknownActor,
     User,
     UserNotFound,
+    WrongPassword,
     hash_password,
+    verify_password,
 )
 from ..domain.values import (
+    is_clean_text,
     normalize_email,
     validate_avatar_url,
     validate_display_name,
@@ -29,8 +32,10 @@ from ..domain.values import (
 )
 from .commands import (
     CreatePost,
+    Deleted,
     Following,
     FollowUser,
+    ForgetUser,
     PostId,
     RegisterUser,
     UnfollowUser,
@@ -38,7 +43,10 @@ from .commands import (
     UserVersion,
 )
 
-__all__ = ["CommandHandlers", "utc_now"]
+__all__ = ["CommandHandlers", "UserExists", "utc_now"]
+
+UserExists = Callable[[str], Awaitable[bool]]
+"""Is this user registered and not forgotten? (The service asks its write model's table.)"""
 
 
 def utc_now() -> str:
@@ -51,6 +59,8 @@ class CommandHandlers:
         store: EventStore,
         scrypt: ScryptParams | None = None,
         clock: Callable[[], str] = utc_now,
+        *,
+        exists: UserExists | None = None,
     ) -> None:
         self._store = store
         self._users = Repository.for_type(store, User)
@@ -58,6 +68,7 @@ class CommandHandlers:
         self._follows = Repository.for_type(store, Follow)
         self._scrypt = scrypt or ScryptParams()
         self._clock = clock
+        self._exists = exists or self._user_is_active
 
     async def register_user(self, cmd: RegisterUser) -> UserVersion:
         # Validate before the (deliberately slow) hash so bad input costs nothing.
@@ -79,7 +90,7 @@ class CommandHandlers:
 
     async def update_profile(self, cmd: UpdateProfile) -> UserVersion:
         user = await self._users.load(cmd.user_id)
-        if not user.exists:
+        if not user.active:
             raise UnknownActor() if cmd.actor_id == cmd.user_id else UserNotFound(cmd.user_id)
         if cmd.actor_id != cmd.user_id:
             await self._require_actor(cmd.actor_id)  # not authenticated before not allowed
@@ -90,6 +101,21 @@ class CommandHandlers:
         # that landed since the load fails this append, so the check is atomic.
         await self._users.save(user)
         return UserVersion(user.id, user.version)
+
+    async def forget_user(self, cmd: ForgetUser) -> Deleted:
+        """Forget the user: their key is destroyed in the append of ``UserForgotten``
+        (cqrskit.personal), and every read model drops them as it applies it."""
+        user = await self._users.load(cmd.user_id)
+        if not user.active:
+            raise UnknownActor()
+        ok = is_clean_text(cmd.password) and await asyncio.to_thread(
+            verify_password, cmd.password, user.password_hash
+        )
+        if not ok:
+            raise WrongPassword()
+        user.forget(cmd.user_id, self._clock())
+        await self._users.save(user)  # expects the version loaded: a change meanwhile retries
+        return Deleted(True)
 
     async def create_post(self, cmd: CreatePost) -> PostId:
         await self._require_actor(cmd.author_id)
@@ -114,11 +140,14 @@ class CommandHandlers:
         return Following(False)
 
     async def _require_user(self, user_id: str) -> None:
-        if await self._store.stream_version(User.stream_id(user_id)) == 0:
+        if not await self._exists(user_id):
             raise UserNotFound(user_id)
 
     async def _require_actor(self, user_id: str) -> None:
         """The user a command acts as exists: a valid token of a user that does not exist
-        (any more: a restored backup) authenticates nobody."""
-        if await self._store.stream_version(User.stream_id(user_id)) == 0:
+        (forgotten, or gone with a restored backup) authenticates nobody."""
+        if not await self._exists(user_id):
             raise UnknownActor()
+
+    async def _user_is_active(self, user_id: str) -> bool:
+        return (await self._users.load(user_id)).active

@@ -12,7 +12,14 @@ from typing import Protocol
 
 from cqrskit import Projection, RecordedEvent, SqlTx, handles
 
-from ..domain import PostCreated, UserFollowed, UserProfileUpdated, UserRegistered, UserUnfollowed
+from ..domain import (
+    PostCreated,
+    UserFollowed,
+    UserForgotten,
+    UserProfileUpdated,
+    UserRegistered,
+    UserUnfollowed,
+)
 
 __all__ = [
     "FollowRows",
@@ -52,9 +59,18 @@ class ProfileRows(Protocol):
         """``display_name`` None falls back to the stored default name."""
         ...
 
-    def add_counts(
-        self, tx: SqlTx, id: str, *, posts: int = 0, followers: int = 0, following: int = 0
-    ) -> None: ...
+    def add_posts(self, tx: SqlTx, id: str, posts: int) -> None: ...
+
+    def follow(self, tx: SqlTx, follower_id: str, followee_id: str) -> None:
+        """Count the follow on both users, and keep it (to uncount it when one of them is
+        forgotten); a follow involving a user this model no longer has counts nothing."""
+        ...
+
+    def unfollow(self, tx: SqlTx, follower_id: str, followee_id: str) -> None: ...
+
+    def forget(self, tx: SqlTx, id: str) -> None:
+        """Drop the user, and their follows from the others' counters."""
+        ...
 
 
 class PostRows(Protocol):
@@ -65,6 +81,10 @@ class PostRows(Protocol):
     def add_post(
         self, tx: SqlTx, *, position: int, id: str, user_id: str, content: str, created_at: str
     ) -> None: ...
+
+    def forget(self, tx: SqlTx, id: str) -> None:
+        """Drop the author and their posts."""
+        ...
 
 
 class FollowRows(Protocol):
@@ -78,14 +98,19 @@ class FollowRows(Protocol):
 
     def remove_follow(self, tx: SqlTx, follower_id: str, followee_id: str) -> None: ...
 
+    def forget(self, tx: SqlTx, id: str) -> None:
+        """Drop the user and every follow from or to them."""
+        ...
+
 
 class UserProfiles(Projection):
-    """Profiles with denormalized counters and the user stream's version."""
+    """Profiles with denormalized counters and the user stream's version; the follows it
+    counted are kept beside them, so that forgetting a user uncounts them from the others."""
 
     name = "user_profiles"
     on_failure = "park"
     pipelined = True  # handlers only write, and never look at row counts
-    tables = ("user_profiles",)
+    tables = ("user_profiles", "profile_follows")
 
     def __init__(self, rows: ProfileRows) -> None:
         self.rows = rows
@@ -112,17 +137,19 @@ class UserProfiles(Projection):
 
     @handles(PostCreated)
     def on_post(self, tx: SqlTx, event: PostCreated, record: RecordedEvent) -> None:
-        self.rows.add_counts(tx, event.user_id, posts=1)
+        self.rows.add_posts(tx, event.user_id, 1)
 
     @handles(UserFollowed)
     def on_followed(self, tx: SqlTx, event: UserFollowed, record: RecordedEvent) -> None:
-        self.rows.add_counts(tx, event.follower_id, following=1)
-        self.rows.add_counts(tx, event.followee_id, followers=1)
+        self.rows.follow(tx, event.follower_id, event.followee_id)
 
     @handles(UserUnfollowed)
     def on_unfollowed(self, tx: SqlTx, event: UserUnfollowed, record: RecordedEvent) -> None:
-        self.rows.add_counts(tx, event.follower_id, following=-1)
-        self.rows.add_counts(tx, event.followee_id, followers=-1)
+        self.rows.unfollow(tx, event.follower_id, event.followee_id)
+
+    @handles(UserForgotten)
+    def on_forgotten(self, tx: SqlTx, event: UserForgotten, record: RecordedEvent) -> None:
+        self.rows.forget(tx, event.id)
 
 
 class Posts(Projection):
@@ -155,6 +182,10 @@ class Posts(Projection):
             created_at=event.created_at,
         )
 
+    @handles(UserForgotten)
+    def on_forgotten(self, tx: SqlTx, event: UserForgotten, record: RecordedEvent) -> None:
+        self.rows.forget(tx, event.id)
+
 
 class Follows(Projection):
     """Who follows whom, with the users' display names kept current here, so both lists
@@ -186,3 +217,7 @@ class Follows(Projection):
     @handles(UserUnfollowed)
     def on_unfollowed(self, tx: SqlTx, event: UserUnfollowed, record: RecordedEvent) -> None:
         self.rows.remove_follow(tx, event.follower_id, event.followee_id)
+
+    @handles(UserForgotten)
+    def on_forgotten(self, tx: SqlTx, event: UserForgotten, record: RecordedEvent) -> None:
+        self.rows.forget(tx, event.id)

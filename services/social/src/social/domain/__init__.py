@@ -5,6 +5,7 @@ from .events import (
     ALL_EVENTS,
     PostCreated,
     UserFollowed,
+    UserForgotten,
     UserProfileUpdated,
     UserRegistered,
     UserUnfollowed,
@@ -21,6 +22,7 @@ from .user import (
     UnknownActor,
     User,
     UserNotFound,
+    WrongPassword,
 )
 
 __all__ = [
@@ -40,10 +42,12 @@ __all__ = [
     "UnknownActor",
     "User",
     "UserFollowed",
+    "UserForgotten",
     "UserNotFound",
     "UserProfileUpdated",
     "UserRegistered",
     "UserUnfollowed",
+    "WrongPassword",
     "hash_password",
     "verify_password",
 ]

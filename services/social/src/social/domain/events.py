@@ -1,4 +1,10 @@
-"""What happened, in the past tense. Frozen dataclasses; times are ISO 8601 UTC strings."""
+"""What happened, in the past tense. Frozen dataclasses; times are ISO 8601 UTC strings.
+
+A user's personal data (email, password hash, display name, avatar URL) is declared on the
+events that carry it: cqrskit stores those fields sealed with the user's own key
+(``cqrskit.personal``), and :class:`UserForgotten` destroys the key in its append. The
+events stay; what they held of the user becomes unreadable, and reads as placeholders.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ __all__ = [
     "ALL_EVENTS",
     "PostCreated",
     "UserFollowed",
+    "UserForgotten",
     "UserProfileUpdated",
     "UserRegistered",
     "UserUnfollowed",
@@ -18,6 +25,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class UserRegistered(Event):
+    __data_subject__ = "id"
+    __personal_fields__ = ("email", "password_hash", "display_name", "avatar_url")
     id: str
     email: str
     """Normalized (trimmed, domain lower-cased)."""
@@ -32,10 +41,22 @@ class UserRegistered(Event):
 class UserProfileUpdated(Event):
     """The whole public profile after the change (``display_name`` None: the default)."""
 
+    __data_subject__ = "id"
+    __personal_fields__ = ("display_name", "avatar_url")
     id: str
     display_name: str | None
     avatar_url: str | None
     updated_at: str
+
+
+@dataclass(frozen=True)
+class UserForgotten(Event):
+    """The user asked to be forgotten: their key goes in this event's append, the read
+    models drop them, and their email may register again."""
+
+    __forgets__ = "id"
+    id: str
+    forgotten_at: str
 
 
 @dataclass(frozen=True)
@@ -66,4 +87,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     UserFollowed,
     UserUnfollowed,
     PostCreated,
+    UserForgotten,
 )

@@ -8,7 +8,7 @@ from cqrskit.aggregate import Aggregate
 from cqrskit.messages import Event
 
 from .errors import SocialError
-from .events import UserProfileUpdated, UserRegistered
+from .events import UserForgotten, UserProfileUpdated, UserRegistered
 from .values import normalize_email, validate_avatar_url, validate_display_name
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "UnknownActor",
     "User",
     "UserNotFound",
+    "WrongPassword",
 ]
 
 
@@ -41,6 +42,13 @@ class UnknownActor(SocialError):
 
     def __init__(self) -> None:
         super().__init__("Invalid or expired token")
+
+
+class WrongPassword(SocialError):
+    """The password a user confirmed a destructive change with is not theirs."""
+
+    def __init__(self) -> None:
+        super().__init__("Wrong password")
 
 
 class UserNotFound(SocialError):
@@ -72,6 +80,12 @@ class User(Aggregate):
         self.password_hash = ""
         self.display_name: str | None = None
         self.avatar_url: str | None = None
+        self.forgotten = False
+
+    @property
+    def active(self) -> bool:
+        """Registered and not forgotten: someone a request may act as or about."""
+        return self.exists and not self.forgotten
 
     @classmethod
     def register(
@@ -118,6 +132,13 @@ class User(Aggregate):
             )
         )
 
+    def forget(self, by: str, now: str) -> None:
+        """Forget this user (they asked, and confirmed with their password)."""
+        if by != self.id:
+            raise NotAllowed("You can only delete your own account")
+        if not self.forgotten:
+            self.record(UserForgotten(id=self.id, forgotten_at=now))
+
     def apply(self, event: Event) -> None:
         match event:
             case UserRegistered():
@@ -128,5 +149,9 @@ class User(Aggregate):
             case UserProfileUpdated():
                 self.display_name = event.display_name
                 self.avatar_url = event.avatar_url
+            case UserForgotten():
+                self.forgotten = True
+                self.email, self.password_hash = "", ""
+                self.display_name = self.avatar_url = None
             case _:
                 super().apply(event)

@@ -28,8 +28,10 @@ from cqrskit import (
 
 from ..application.commands import (
     CreatePost,
+    Deleted,
     Following,
     FollowUser,
+    ForgetUser,
     PostId,
     RegisterUser,
     UnfollowUser,
@@ -57,7 +59,7 @@ from .queries import ReadQueries
 from .read_models import SqlFollowRows, SqlPostRows, SqlProfileRows
 from .secret import load_or_create_secret
 from .settings import Settings
-from .write_model import TokenKeyTable, UsersTable, read_token_key
+from .write_model import TokenKeyTable, UsersTable, read_token_key, user_exists
 
 __all__ = ["SocialApp", "read_models"]
 
@@ -100,10 +102,15 @@ class SocialApp(App):
 
     async def opened(self) -> None:
         settings = self.settings
-        self.handlers = CommandHandlers(self.store, settings.scrypt)
+        self.handlers = CommandHandlers(self.store, settings.scrypt, exists=self._user_exists)
         dummy_hash = await asyncio.to_thread(hash_password, "not-a-password", settings.scrypt)
         self.read_queries = ReadQueries(self.db, self.store, dummy_hash, LoginThrottle())
         self.tokens = TokenService(await self._token_key(), settings.token_ttl)
+
+    async def _user_exists(self, user_id: str) -> bool:
+        """The write model's row: it goes in the forget's own append, so every process
+        stops accepting the user's tokens at once."""
+        return await self.store.query(lambda tx: user_exists(tx, user_id))
 
     async def _token_key(self) -> bytes:
         """``SOCIAL_SECRET`` when set; on PostgreSQL the one in the write database, shared
@@ -124,6 +131,10 @@ class SocialApp(App):
     @command(UpdateProfile)
     async def update_profile(self, cmd: UpdateProfile) -> UserVersion:
         return await self.handlers.update_profile(cmd)
+
+    @command(ForgetUser, retry_on_conflict=True)
+    async def forget_user(self, cmd: ForgetUser) -> Deleted:
+        return await self.handlers.forget_user(cmd)
 
     @command(CreatePost)
     async def create_post(self, cmd: CreatePost) -> PostId:

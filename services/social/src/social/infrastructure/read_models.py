@@ -28,6 +28,18 @@ class SqlProfileRows:
             " following_count BIGINT NOT NULL DEFAULT 0,"
             " version BIGINT NOT NULL)"
         )
+        # The follows counted above (a user forgotten is uncounted from the others'). A
+        # table made before it needs one `social rebuild user_profiles` (CHANGELOG).
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS profile_follows ("
+            " follower_id TEXT NOT NULL,"
+            " followee_id TEXT NOT NULL,"
+            " PRIMARY KEY (follower_id, followee_id))"
+        )
+        tx.execute(
+            "CREATE INDEX IF NOT EXISTS profile_follows_by_followee"
+            " ON profile_follows (followee_id)"
+        )
 
     def insert(
         self,
@@ -64,15 +76,55 @@ class SqlProfileRows:
             (display_name, avatar_url, version, id),
         )
 
-    def add_counts(
-        self, tx: SqlTx, id: str, *, posts: int = 0, followers: int = 0, following: int = 0
-    ) -> None:
+    def add_posts(self, tx: SqlTx, id: str, posts: int) -> None:
+        tx.execute("UPDATE user_profiles SET post_count = post_count + ? WHERE id = ?", (posts, id))
+
+    def follow(self, tx: SqlTx, follower_id: str, followee_id: str) -> None:
+        # Each count only while the other user is here: a follow appended just after a
+        # forget of either (the check and the append are not one transaction) counts
+        # nothing, so the forget's uncounting stays exact.
+        pair = (follower_id, followee_id)
         tx.execute(
-            "UPDATE user_profiles SET post_count = post_count + ?,"
-            " follower_count = follower_count + ?, following_count = following_count + ?"
-            " WHERE id = ?",
-            (posts, followers, following, id),
+            "INSERT INTO profile_follows (follower_id, followee_id) SELECT ?, ?"
+            " WHERE (SELECT count(*) FROM user_profiles WHERE id IN (?, ?)) = 2"
+            " ON CONFLICT DO NOTHING",
+            (*pair, *pair),
         )
+        tx.execute(_COUNT_FOLLOWING, (1, follower_id, followee_id))
+        tx.execute(_COUNT_FOLLOWERS, (1, followee_id, follower_id))
+
+    def unfollow(self, tx: SqlTx, follower_id: str, followee_id: str) -> None:
+        tx.execute(_COUNT_FOLLOWING, (-1, follower_id, followee_id))
+        tx.execute(_COUNT_FOLLOWERS, (-1, followee_id, follower_id))
+        tx.execute(
+            "DELETE FROM profile_follows WHERE follower_id = ? AND followee_id = ?",
+            (follower_id, followee_id),
+        )
+
+    def forget(self, tx: SqlTx, id: str) -> None:
+        tx.execute(
+            "UPDATE user_profiles SET follower_count = follower_count - 1"
+            " WHERE id IN (SELECT followee_id FROM profile_follows WHERE follower_id = ?)",
+            (id,),
+        )
+        tx.execute(
+            "UPDATE user_profiles SET following_count = following_count - 1"
+            " WHERE id IN (SELECT follower_id FROM profile_follows WHERE followee_id = ?)",
+            (id,),
+        )
+        tx.execute("DELETE FROM profile_follows WHERE follower_id = ?", (id,))
+        tx.execute("DELETE FROM profile_follows WHERE followee_id = ?", (id,))
+        tx.execute("DELETE FROM user_profiles WHERE id = ?", (id,))
+
+
+_COUNT_FOLLOWING = (
+    "UPDATE user_profiles SET following_count = following_count + ?"
+    " WHERE id = ? AND EXISTS (SELECT 1 FROM user_profiles WHERE id = ?)"
+)
+_COUNT_FOLLOWERS = (
+    "UPDATE user_profiles SET follower_count = follower_count + ?"
+    " WHERE id = ? AND EXISTS (SELECT 1 FROM user_profiles WHERE id = ?)"
+)
 
 
 class SqlPostRows:
@@ -101,6 +153,10 @@ class SqlPostRows:
             "INSERT INTO posts (position, id, user_id, content, created_at) VALUES (?, ?, ?, ?, ?)",
             (position, id, user_id, content, created_at),
         )
+
+    def forget(self, tx: SqlTx, id: str) -> None:
+        tx.execute("DELETE FROM posts WHERE user_id = ?", (id,))
+        tx.execute("DELETE FROM post_authors WHERE id = ?", (id,))
 
 
 class SqlFollowRows:
@@ -151,3 +207,8 @@ class SqlFollowRows:
             "DELETE FROM follows WHERE follower_id = ? AND followee_id = ?",
             (follower_id, followee_id),
         )
+
+    def forget(self, tx: SqlTx, id: str) -> None:
+        tx.execute("DELETE FROM follows WHERE follower_id = ?", (id,))
+        tx.execute("DELETE FROM follows WHERE followee_id = ?", (id,))
+        tx.execute("DELETE FROM follow_users WHERE id = ?", (id,))

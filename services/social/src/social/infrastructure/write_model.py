@@ -20,10 +20,17 @@ import secrets
 
 from cqrskit import ConfigurationError, Projection, RecordedEvent, SqlTx, handles
 
-from ..domain import UserRegistered
+from ..domain import UserForgotten, UserRegistered
 from ..domain.values import email_key
 
-__all__ = ["KEY_VERSION", "TokenKeyTable", "UsersTable", "find_login", "read_token_key"]
+__all__ = [
+    "KEY_VERSION",
+    "TokenKeyTable",
+    "UsersTable",
+    "find_login",
+    "read_token_key",
+    "user_exists",
+]
 
 log = logging.getLogger("social.write_model")
 
@@ -72,6 +79,12 @@ class UsersTable(Projection):
             ),
         )
 
+    @handles(UserForgotten)
+    def on_forgotten(self, tx: SqlTx, event: UserForgotten, record: RecordedEvent) -> None:
+        # In the forget's own append: the email is free again at once, the address and
+        # the hash are gone from this table (zeroed in the page on SQLite: secure_delete).
+        tx.execute("DELETE FROM users WHERE id = ?", (event.id,))
+
 
 def _rekey(tx: SqlTx) -> None:
     """Every row's key recomputed with :func:`email_key`, in registration order."""
@@ -98,6 +111,11 @@ def _rekey(tx: SqlTx) -> None:
         tx.execute("UPDATE users SET email_lower = ? WHERE id = ?", (f"~{user_id}", user_id))
     for user_id, key in keys.items():
         tx.execute("UPDATE users SET email_lower = ? WHERE id = ?", (key, user_id))
+
+
+def user_exists(tx: SqlTx, user_id: str) -> bool:
+    """Is the user registered and not forgotten? (The token check of every write.)"""
+    return tx.fetchone("SELECT 1 FROM users WHERE id = ?", (user_id,)) is not None
 
 
 def find_login(tx: SqlTx, email: str) -> tuple[str, str, int] | None:
