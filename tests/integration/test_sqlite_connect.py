@@ -46,3 +46,20 @@ def test_an_error_other_than_a_lock_is_not_retried(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.DatabaseError, match="not a database"):
         connect(path)
     assert time.perf_counter() - started < 1.0
+
+
+def test_writing_connections_zero_what_they_delete(tmp_path: Path) -> None:
+    """``secure_delete`` is set, not left to the build's default (Debian's is on, most
+    others' off): a deleted row's bytes do not stay in its page (docs/personal-data.md)."""
+    writer = connect(tmp_path / "w.db")
+    reader = connect(tmp_path / "w.db", readonly=True)
+    try:
+        assert writer.execute("PRAGMA secure_delete").fetchone() == (1,)
+        writer.execute("CREATE TABLE t (secret TEXT)")
+        writer.execute("INSERT INTO t VALUES ('zebra-crossing-4711')")
+        writer.execute("DELETE FROM t")
+        writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert b"zebra-crossing-4711" not in (tmp_path / "w.db").read_bytes()
+    finally:
+        reader.close()
+        writer.close()
