@@ -9,6 +9,7 @@ when, and only when, it holds sealed fields).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -63,53 +64,75 @@ def open_records(
 ) -> list[RecordedEvent]:
     """``records`` with every sealed field opened, or replaced by its placeholder
     (``placeholders(type_name)`` gives a type's; a field it does not name reads None).
-    Returns ``records`` itself when none is sealed: the common batch costs one scan."""
-    # (record index, its fields, [(field, subject, token)]): one pass over the fields.
-    sealed: list[tuple[int, dict[str, Any], list[tuple[str, str, str]]]] = []
+    Returns ``records`` itself when none is sealed: the common batch costs one scan.
+
+    The payload is edited as bytes: each sealed value ``{"$sealed":[subject,token]}`` is
+    replaced by the plaintext, which is the value's JSON. Decoding the payload to a dict
+    and encoding it again cost more than the decryption. The pattern cannot match inside
+    a string value: every quote there is escaped."""
+    found: list[tuple[int, list[re.Match[bytes]]]] = []
     subjects: set[str] = set()
     for i, record in enumerate(records):
         if _MARK not in record.payload:
             continue
-        data = _dict.decode(record.payload)
-        marks = []
-        for field, value in data.items():
-            if type(value) is dict and (pair := _pair(value)) is not None:
-                marks.append((field, *pair))
-                subjects.add(pair[0])
-        sealed.append((i, data, marks))
-    if not sealed:
+        marks = list(_SEALED.finditer(record.payload))
+        for mark in marks:
+            subjects.add(_text(mark[1]))
+        found.append((i, marks))
+    if not found:
         return records
     keys = lookup(subjects) if subjects else {}
     opened = list(records)
     failed = 0
-    for i, data, marks in sealed:
+    for i, marks in found:
         record = records[i]
-        defaults = placeholders(record.type)
-        for field, subject, token in marks:
+        payload = record.payload
+        parts: list[bytes] = []
+        done = 0
+        defaults: Mapping[str, Any] | None = None
+        for mark in marks:
+            field, subject = _field_of(payload, mark.start()), _text(mark[1])
             key = keys.get(subject)
             plain = None
             if key is not None:
-                plain = Cipher.of(key).open(token, _associated(record.type, field, subject))
+                plain = Cipher.of(key).open(
+                    mark[2].decode("ascii"), _associated(record.type, field, subject)
+                )
                 failed += plain is None
-            data[field] = defaults.get(field) if plain is None else _decode(plain)
-        opened[i] = msgspec.structs.replace(record, payload=_encoder.encode(data))
+            if plain is None:
+                if defaults is None:
+                    defaults = placeholders(record.type)
+                plain = _encoder.encode(defaults.get(field))
+            parts += (payload[done : mark.start()], plain)
+            done = mark.end()
+        parts.append(payload[done:])
+        opened[i] = msgspec.structs.replace(record, payload=b"".join(parts))
     if failed:
         log.warning("%d sealed field(s) did not open with their key: read as placeholders", failed)
     return opened
 
 
+_SEALED = re.compile(
+    rb'\{\s*"\$sealed"\s*:\s*\[\s*"((?:[^"\\]|\\.)*)"\s*,\s*"([A-Za-z0-9+/=]*)"\s*\]\s*\}'
+)
+"""A sealed value, ``{"$sealed":["subject","token"]}``: groups 1 the subject (JSON string
+content), 2 the token. Starting with ``{`` lets the engine skip to the few braces."""
+
+
+def _field_of(payload: bytes, value_at: int) -> str:
+    """The name of the field whose value starts at ``value_at``: the string before its
+    colon (a dataclass field's name holds no quote nor backslash)."""
+    colon = payload.rfind(b":", 0, value_at)
+    end = payload.rfind(b'"', 0, colon)
+    return payload[payload.rfind(b'"', 0, end) + 1 : end].decode()
+
+
+def _text(raw: bytes) -> str:
+    """A JSON string's content (as the regular expression caught it) as text."""
+    if b"\\" not in raw:
+        return raw.decode()
+    text: str = _decode(b'"' + raw + b'"')
+    return text
+
+
 _decode = msgspec.json.decode
-
-
-def _pair(value: dict[str, Any]) -> tuple[str, str] | None:
-    """``(subject, token)`` of a sealed field's value; None for any other dict."""
-    pair = value.get(MARK)
-    if (
-        type(pair) is list
-        and len(value) == 1
-        and len(pair) == 2
-        and type(pair[0]) is str
-        and type(pair[1]) is str
-    ):
-        return pair[0], pair[1]
-    return None
