@@ -7,7 +7,10 @@ server's output, before or after a rebuild."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -106,17 +109,24 @@ def test_nothing_of_a_forgotten_user_is_left_in_storage(
         )
         expect(changed, 200)
         follow(client, bob, ann.id)
+        key = subject_key(server, ann.id)
         gone = position(expect_ok(forget(client, ann)))
         expect_error(client.get(f"/users/{ann.id}", headers=at(gone)), 404)
         assert get_user(client, bob.id, gone)["display_name"] == bob_data["display_name"]
     secrets = [*ann_data.values(), old_name]
     found = wait_until_clean(server, secrets, tmp_path)
     assert found == {}, f"still readable: {found}"
+    if key is not None:  # the destroyed key's bytes are in no file either
+        assert [w for w, data in _storage_bytes(server, tmp_path) if key in data] == []
     assert_others_intact(server, bob_data, tmp_path)
 
     server.stop()
     output = server.output()
     assert [s for s in secrets if s in output] == [], "the server's output names the user"
+    for name, secret in (("the user's key", key), ("the token secret", token_secret(server))):
+        if secret is not None:  # what can be read back: SQLite's files
+            shown = (secret.hex(), base64.b64encode(secret).decode(), secret.decode("latin-1"))
+            assert not any(form in output for form in shown), f"{name} is in the output"
 
     rebuilt = run_cli(["rebuild", *server.storage.args], timeout=120)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
@@ -126,6 +136,30 @@ def test_nothing_of_a_forgotten_user_is_left_in_storage(
         expect_error(client.get(f"/users/{ann.id}"), 404)
         assert get_user(client, bob.id)["following_count"] == 0
     assert scan(again, secrets, tmp_path) == {}
+
+
+def subject_key(server: Server, user_id: str) -> bytes | None:
+    """The user's key as stored (SQLite; None on PostgreSQL, where the dump is the proof)."""
+    directory = data_dir(server)
+    if directory is None:
+        return None
+    with contextlib.closing(
+        sqlite3.connect(f"file:{directory / 'write.db'}?mode=ro", uri=True)
+    ) as db:
+        row = db.execute("SELECT key FROM cqrskit_keys WHERE subject = ?", (user_id,)).fetchone()
+    assert row is not None, "the user had no key before forgetting"
+    assert row[0] is not None, "the user was forgotten already"
+    return bytes(row[0])
+
+
+def token_secret(server: Server) -> bytes | None:
+    directory = data_dir(server)
+    return None if directory is None else (directory / "secret.key").read_bytes().strip()
+
+
+def data_dir(server: Server) -> Path | None:
+    args = list(server.storage.args)
+    return Path(args[args.index("--data-dir") + 1]) if "--data-dir" in args else None
 
 
 def expect_ok(resp: httpx.Response) -> httpx.Response:
@@ -165,10 +199,10 @@ def scan(server: Server, secrets: list[str], tmp: Path) -> dict[str, list[str]]:
 
 
 def _storage_bytes(server: Server, tmp: Path) -> list[tuple[str, bytes]]:
-    args = list(server.storage.args)
-    if "--data-dir" in args:
-        directory = Path(args[args.index("--data-dir") + 1])
+    directory = data_dir(server)
+    if directory is not None:
         return [(str(p), p.read_bytes()) for p in sorted(directory.rglob("*")) if p.is_file()]
+    args = list(server.storage.args)
     dumps = []
     for option in ("--write-url", "--read-url"):
         url = args[args.index(option) + 1]

@@ -91,8 +91,11 @@ class SocialClient:
     async def put(self, path: str, body: Any = None, *, key: str | None = None) -> httpx.Response:
         return await self._write("PUT", path, body, key)
 
-    async def delete(self, path: str, *, key: str | None = None) -> httpx.Response:
-        return await self._write("DELETE", path, None, key)
+    async def delete(
+        self, path: str, body: Any = None, *, key: str | None = None
+    ) -> httpx.Response:
+        """``body``: ``DELETE /users/me`` takes the password in one."""
+        return await self._write("DELETE", path, body, key)
 
     async def _write(self, method: str, path: str, body: Any, key: str | None) -> httpx.Response:
         headers = {**self._headers(), "Idempotency-Key": key or uuid.uuid4().hex}
