@@ -213,3 +213,16 @@ def _storage_bytes(server: Server, tmp: Path) -> list[tuple[str, bytes]]:
         assert done.returncode == 0, done.stderr.decode()
         dumps.append((f"pg_dump {option}", done.stdout))
     return dumps
+
+
+def test_every_process_refuses_the_tokens_at_once(server_factory: ServerFactory) -> None:
+    """Two processes on the same storage: the forget answered by one, the other refuses the
+    user's token on its very next write (the check reads the write model, not a cache)."""
+    first = server_factory()
+    second = server_factory(first.storage)
+    with first.client() as one, second.client() as two:
+        ann, bob = register(one), register(two)
+        expect(two.post("/posts", json={"content": "before"}, headers=ann.auth), 201)
+        expect_ok(forget(one, ann))
+        expect_error(two.post("/posts", json={"content": "after"}, headers=ann.auth), 401)
+        expect_error(two.put(f"/users/{ann.id}/followers/me", headers=bob.auth), 404)
