@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+READ_DURABILITY_ENV = "CQRSKIT_BENCH_READ_DURABILITY"
+"""How the orchestrator tells its workers the durability of cqrskit's read database
+(``--read-durability``: ``relaxed`` or ``strict``); unset: cqrskit's default."""
+
 
 @dataclass(frozen=True, slots=True)
 class Sizes:

@@ -13,6 +13,7 @@ memory, as eventsourcing's imports do not.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -43,7 +44,9 @@ from cqrskit import (
 )
 from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
 from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
+from cqrskit.connect import Options, ReadDurability, check_read_durability
 
+from .config import READ_DURABILITY_ENV
 from .measure import MIN_LAG_SAMPLES, LagProbe, Target
 from .workload import READ_MODEL_DDL, ClientScript, Op, Publish, Register, history
 
@@ -254,10 +257,18 @@ async def open_store(target: Target, *, durable: bool = True) -> EventStore:
     return await PostgresEventStore.open(url, codec(), pool_max=32, pool_timeout=30.0)
 
 
+def read_durability() -> ReadDurability:
+    """The read database's durability measured: ``--read-durability`` (passed in the
+    environment), else cqrskit's default (relaxed: SQLite ``synchronous=NORMAL``,
+    PostgreSQL ``synchronous_commit=off`` in its transactions; strict: FULL, on)."""
+    chosen = os.environ.get(READ_DURABILITY_ENV) or Options().read_durability
+    return check_read_durability(chosen)
+
+
 def open_read_db(target: Target) -> ReadDatabase:
     if target.backend == "sqlite":
-        return SqliteDatabase(target.read, synchronous="FULL")
-    return PostgresDatabase(target.read, pool_timeout=30.0)
+        return SqliteDatabase(target.read, durability=read_durability())
+    return PostgresDatabase(target.read, durability=read_durability(), pool_timeout=30.0)
 
 
 async def _catch_up(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from . import BACKENDS, SYSTEMS
-from .config import FULL, QUICK, Sizes
+from .config import FULL, QUICK, READ_DURABILITY_ENV, Sizes
 from .measure import Target
 from .pg import DEFAULT_ADMIN_URL, ScratchDatabases, server_version
 from .report import print_table
@@ -60,6 +61,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         " (sqlite, postgresql)",
     )
     parser.add_argument("--repetitions", type=int, help="override the number of repetitions")
+    parser.add_argument(
+        "--read-durability",
+        choices=("relaxed", "strict"),
+        default="relaxed",
+        help="cqrskit's read database: relaxed (its default: SQLite synchronous=NORMAL,"
+        " PostgreSQL synchronous_commit=off in its transactions) or strict (FULL, on);"
+        " the event stores are always FULL/on",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     return parser.parse_args(argv)
 
@@ -240,6 +249,7 @@ def run(argv: Sequence[str]) -> int:
     if "postgresql" in selection.backends and pg_version is None:
         console.print(f"[yellow]PostgreSQL at {admin} does not answer: SQLite only[/yellow]")
     began = time.perf_counter()
+    os.environ[READ_DURABILITY_ENV] = args.read_durability  # for the workers
     workdir = Path(tempfile.mkdtemp(prefix="cqrskit-bench-"))
     state = Run(sizes, admin if pg_version else None, workdir)
     try:
@@ -252,7 +262,14 @@ def run(argv: Sequence[str]) -> int:
         "sizes": sizes.as_dict(),
         "backends": backends,
         "durability": "SQLite: WAL + synchronous=FULL for every system;"
-        " PostgreSQL: fsync=on, synchronous_commit=on",
+        " PostgreSQL: fsync=on, synchronous_commit=on; except cqrskit's read database"
+        + (
+            " (strict: the same)"
+            if args.read_durability == "strict"
+            else " (relaxed, its default: synchronous=NORMAL on SQLite,"
+            " synchronous_commit=off in its transactions on PostgreSQL)"
+        ),
+        "read_durability": args.read_durability,
         "seconds": round(time.perf_counter() - began, 1),
         "errors": state.errors,
         **state.settings,

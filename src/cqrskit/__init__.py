@@ -25,7 +25,7 @@ from .bus import (
 )
 from .checkpoints import ProjectionFailure, read_position
 from .codec import Codec, Upcaster
-from .connect import Options
+from .connect import Options, ReadDurability
 from .consistency import retry_read, wait_for_position
 from .context import CommandContext, current_context
 from .errors import (
@@ -133,6 +133,7 @@ __all__ = [
     "QueryBus",
     "QueryResult",
     "ReadDatabase",
+    "ReadDurability",
     "RebuildProgress",
     "RebuildResult",
     "RebuildTarget",

@@ -280,6 +280,10 @@ class ProjectionRunner:
                         go.set()
                 if outcome == "failed":
                     continue
+                if outcome == "moved":
+                    # Moved by someone else, or back (a read database that lost its last
+                    # commits): the held streams in memory may not match the table now.
+                    await worker.load_controls()
                 if outcome == "applied":
                     worker.pause = infrastructure_backoff()
                     worker.state = state

@@ -280,7 +280,7 @@ CQRSKIT_API = {
     "read_position", "rebuild", "retry_on_conflict_middleware", "retry_read",
     "subscribe", "timing_middleware", "wait_for_position",
     "RelayReport", "relay_reports",
-    "FORGOTTEN", "KeyConflict", "KeyStore", "SubjectForgotten",
+    "FORGOTTEN", "KeyConflict", "KeyStore", "SubjectForgotten", "ReadDurability",
 }  # fmt: skip
 
 BACKEND_API = {

@@ -96,7 +96,9 @@ class SocialApp(App):
             batch_size=settings.batch_size,
             min_position_timeout=settings.min_position_timeout,
             options=Options(
-                connections=settings.pg_connections, pool_timeout=settings.pg_pool_timeout
+                connections=settings.pg_connections,
+                pool_timeout=settings.pg_pool_timeout,
+                read_durability=settings.read_durability,
             ),
         )
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args
 
-from cqrskit import ConfigurationError
+from cqrskit import ConfigurationError, ReadDurability
 
 from ..domain import ScryptParams
 
@@ -47,6 +47,9 @@ class Settings:
     pg_pool_timeout: float = 1.0
     """PostgreSQL: seconds a call waits for a free pooled connection before it fails (503
     with ``Retry-After``; ``SOCIAL_PG_POOL_TIMEOUT``); well under ``request_timeout``."""
+    read_durability: ReadDurability = "relaxed"
+    """Whether the read database's commits wait for the disk (``SOCIAL_READ_DURABILITY``:
+    ``relaxed``, the default, or ``strict``; see cqrskit's ``Options.read_durability``)."""
     ops_token: str | None = None
     """The operator token (``SOCIAL_OPS_TOKEN``, at least 16 characters): opens the
     ``/ops`` routes and console (docs/operations-console.md); None: they answer 404."""
@@ -70,7 +73,8 @@ class Settings:
     ) -> Settings:
         """Explicit arguments win over the environment: ``SOCIAL_DATA_DIR``,
         ``SOCIAL_WRITE_URL``, ``SOCIAL_READ_URL``, ``SOCIAL_SECRET``,
-        ``SOCIAL_PG_CONNECTIONS``, ``SOCIAL_PG_POOL_TIMEOUT``, ``SOCIAL_OPS_TOKEN``."""
+        ``SOCIAL_PG_CONNECTIONS``, ``SOCIAL_PG_POOL_TIMEOUT``, ``SOCIAL_READ_DURABILITY``,
+        ``SOCIAL_OPS_TOKEN``."""
         env = os.environ
         secret = env.get("SOCIAL_SECRET")
         return cls(
@@ -82,8 +86,18 @@ class Settings:
                 "SOCIAL_PG_CONNECTIONS", int, DEFAULT_PG_CONNECTIONS, "a whole number"
             ),
             pg_pool_timeout=_env_number("SOCIAL_PG_POOL_TIMEOUT", float, 1.0, "seconds"),
+            read_durability=_read_durability(),
             ops_token=_ops_token(),
         )
+
+
+def _read_durability() -> ReadDurability:
+    value = os.environ.get("SOCIAL_READ_DURABILITY", "").strip() or "relaxed"
+    for known in get_args(ReadDurability):
+        if value == known:
+            return known  # type: ignore[no-any-return]
+    names = ", ".join(get_args(ReadDurability))
+    raise ConfigurationError(f"SOCIAL_READ_DURABILITY must be one of {names}, not {value!r}")
 
 
 def _ops_token() -> str | None:
