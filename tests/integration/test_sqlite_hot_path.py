@@ -100,10 +100,10 @@ async def test_short_stream_reads_stay_on_the_loop_and_long_or_blocked_ones_do_n
             def execute(self, *args: object) -> object:
                 raise sqlite3.OperationalError("database is locked")
 
-        store._loop_reader = Busy()  # type: ignore[assignment]
+        store._short_reads._conn = Busy()  # type: ignore[assignment]
         assert [r.payload for r in await store.read_stream("s")] == [b'{"amount":1}']
         assert len(seen) == 2
-        store._loop_reader = None
+        store._short_reads._conn = None
     finally:
         await store.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("cqrskit-r-")]

@@ -16,6 +16,7 @@ from ...eventstore import (
     AppendResult,
     ExpectedVersion,
     InlineHandler,
+    Snapshot,
     StreamAppend,
     Within,
     check_expected,
@@ -24,7 +25,7 @@ from ...messages import Event, RecordedEvent
 from ._groupcommit import Request
 from .connection import SqliteTx
 
-__all__ = ["COLUMNS", "STREAM_VERSION", "AppendRequest", "AppendStreamsRequest"]
+__all__ = ["COLUMNS", "STREAM_VERSION", "AppendRequest", "AppendStreamsRequest", "SaveSnapshot"]
 
 COLUMNS = (
     "position, stream_id, stream_version, event_id, type, schema_version, payload, metadata,"
@@ -139,3 +140,24 @@ class AppendStreamsRequest(Request):
         if self.within is not None:
             self.within(tx, results)
         return results, head
+
+
+class SaveSnapshot(Request):
+    """A snapshot written by the writer thread, in the group's transaction."""
+
+    __slots__ = ("snapshot",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot) -> None:
+        super().__init__(loop)
+        self.snapshot = snapshot
+
+    def run(self, conn: sqlite3.Connection, head: int, now: float) -> tuple[Any, int]:
+        s = self.snapshot
+        # Never replace a snapshot by an older one (two savers racing).
+        conn.execute(
+            "INSERT INTO snapshots (stream_id, version, state) VALUES (?, ?, ?)"
+            " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
+            " state = excluded.state WHERE excluded.version >= snapshots.version",
+            (s.stream_id, s.version, s.state),
+        )
+        return None, head

@@ -30,6 +30,7 @@ commit (as with any database whose client disconnects after sending COMMIT).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import sqlite3
@@ -56,10 +57,11 @@ from ...messages import Event, Metadata, RecordedEvent, new_id
 from ...projection import Projection
 from ...sql import SqlTx
 from . import keys as _keys
-from ._append import COLUMNS, STREAM_VERSION, AppendRequest, AppendStreamsRequest
-from ._groupcommit import GroupCommitWriter, Request, StoreStats
+from ._append import COLUMNS, STREAM_VERSION, AppendRequest, AppendStreamsRequest, SaveSnapshot
+from ._groupcommit import GroupCommitWriter, StoreStats
+from ._inline import InlineReader
 from ._schema import SCHEMA_VERSION, open_log
-from .connection import ReaderConnections, SqliteTx, connect, converted, read_transaction
+from .connection import ReaderConnections, SqliteTx, converted, read_transaction
 
 __all__ = ["SCHEMA_VERSION", "SqliteEventStore", "StoreStats"]
 
@@ -74,34 +76,11 @@ _SELECT_STREAM = (
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _STREAM_VERSION = STREAM_VERSION
 
-_SELECT_STREAM_INLINE = _SELECT_STREAM + " LIMIT ?"
-_INLINE_ROWS = 64
-"""A stream read of at most this many events runs on the caller's thread (see
-``_read_stream_inline``); a longer one goes to a reader thread."""
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _READER_CACHE_KIB = 256
 """Page cache of each reader connection, in KiB."""
 _POLL_INTERVAL = 0.05
 """How often ``wait_for_new_events`` looks for commits made by other processes."""
-
-
-class _SaveSnapshot(Request):
-    __slots__ = ("snapshot",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, snapshot: Snapshot) -> None:
-        super().__init__(loop)
-        self.snapshot = snapshot
-
-    def run(self, conn: sqlite3.Connection, head: int, now: float) -> tuple[Any, int]:
-        s = self.snapshot
-        # Never replace a snapshot by an older one (two savers racing).
-        conn.execute(
-            "INSERT INTO snapshots (stream_id, version, state) VALUES (?, ?, ?)"
-            " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version,"
-            " state = excluded.state WHERE excluded.version >= snapshots.version",
-            (s.stream_id, s.version, s.state),
-        )
-        return None, head
 
 
 class SqliteEventStore(EventStore):
@@ -159,8 +138,7 @@ class SqliteEventStore(EventStore):
         )
         self._reader = self._reader_connections.get
         self._key_store: _keys.SqliteKeyStore | None = None
-        self._loop_reader: sqlite3.Connection | None = None
-        self._inline_lock = threading.Lock()
+        self._short_reads = InlineReader(self.path, _SELECT_STREAM + " LIMIT ?", _READER_CACHE_KIB)
 
     @classmethod
     async def open(
@@ -269,7 +247,7 @@ class SqliteEventStore(EventStore):
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         self._check_open()
-        request = _SaveSnapshot(asyncio.get_running_loop(), snapshot)
+        request = SaveSnapshot(asyncio.get_running_loop(), snapshot)
         self._writer.submit(request)
         await request.future
 
@@ -320,35 +298,12 @@ class SqliteEventStore(EventStore):
 
     async def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         self._check_open()
-        records = self._read_stream_inline(stream_id, from_version)
-        if records is not None:
-            return records
-        return await self._read(self._read_stream_sync, stream_id, from_version)
-
-    def _read_stream_inline(self, stream_id: str, from_version: int) -> list[RecordedEvent] | None:
-        """A short stream read on the caller's own thread (the event loop): the command path
-        loads an aggregate before each append, and the hop to a reader thread and back cost
-        25 times the read itself (90 against 3.6 us, one client, measured). It never waits:
-        its connection has no busy timeout, and a read that would block, or that finds more
-        than ``_INLINE_ROWS`` events, answers None and goes to a reader thread instead."""
-        if not self._inline_lock.acquire(blocking=False):
-            return None  # another thread reads inline: take the usual way
-        try:
-            conn = self._loop_reader
-            if conn is None:
-                conn = self._loop_reader = connect(self.path, synchronous="NORMAL", readonly=True)
-                conn.execute("PRAGMA busy_timeout = 0")
-                conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
-            params = (stream_id, from_version, _INLINE_ROWS + 1)
-            rows = conn.execute(_SELECT_STREAM_INLINE, params).fetchall()
-            if len(rows) > _INLINE_ROWS:
-                return None
+        rows = self._short_reads.stream(stream_id, from_version)  # see ._inline
+        if rows is not None:
             records = list(itertools.starmap(RecordedEvent, rows))
-            return self._opened(records, lambda s: _keys.lookup_keys(SqliteTx(conn), s))
-        except sqlite3.Error:
-            return None  # busy, or anything else: the reader thread's read says it properly
-        finally:
-            self._inline_lock.release()
+            with contextlib.suppress(sqlite3.Error):  # keys that would wait: a reader thread
+                return self._opened(records, self._short_reads.keys)
+        return await self._read(self._read_stream_sync, stream_id, from_version)
 
     async def head_position(self) -> int:
         head: int = await self._read(self._scalar_sync, _HEAD, ())
@@ -413,10 +368,7 @@ class SqliteEventStore(EventStore):
         self._waiters.wake()
 
     def _shutdown(self) -> None:
-        with self._inline_lock:
-            if self._loop_reader is not None:
-                self._loop_reader.close()
-                self._loop_reader = None
+        self._short_reads.close()
         self._writer.stop()
         self._readers.shutdown()
         self._reader_connections.close()
