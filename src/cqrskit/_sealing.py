@@ -19,7 +19,7 @@ from ._cipher import Cipher
 from .messages import Event, RecordedEvent
 from .personal import PersonalFields
 
-__all__ = ["MARK", "KeyLookup", "is_sealed", "open_records", "seal"]
+__all__ = ["MARK", "KeyLookup", "SealKeys", "is_sealed", "open_records", "seal"]
 
 log = logging.getLogger("cqrskit.personal")
 
@@ -136,3 +136,26 @@ def _text(raw: bytes) -> str:
 
 
 _decode = msgspec.json.decode
+
+
+class SealKeys:
+    """The keys an event store keeps at hand to seal with (see ``_existing_keys`` in
+    :mod:`cqrskit.eventstore`), bounded: emptied when it holds :attr:`MAX`."""
+
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}
+
+    def known(self, subjects: Collection[str]) -> dict[str, bytes]:
+        keys = self._keys
+        return {s: k for s in subjects if (k := keys.get(s)) is not None}
+
+    def remember(self, keys: Mapping[str, bytes | None]) -> None:
+        if len(self._keys) >= self.MAX:
+            self._keys.clear()
+        self._keys.update((s, k) for s, k in keys.items() if k is not None)
+
+    def drop(self, subjects: Collection[str]) -> None:
+        for subject in subjects:
+            self._keys.pop(subject, None)

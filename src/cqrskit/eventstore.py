@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -117,9 +117,6 @@ Encoded = list[tuple[str, int, bytes]]
 
 EncodedAppends = list[tuple[StreamAppend, Encoded]]
 
-_SEAL_KEYS_MAX = 10_000
-"""Subjects whose keys a store keeps at hand to seal with (see ``_existing_keys``)."""
-
 _KEY_ATTEMPTS = 5
 """Seal-and-append attempts when another append made a subject's first key meanwhile."""
 
@@ -154,7 +151,6 @@ class EventStore(ABC):
         Appending no events is an error (:class:`ValueError`).
         """
 
-    @abstractmethod
     async def append_streams(
         self,
         appends: Sequence[StreamAppend],
@@ -170,7 +166,24 @@ class EventStore(ABC):
         for each. ``within`` then runs in the same transaction (to store an idempotency
         key with the command's answer, say). With no appends, ``within`` alone runs in a
         write transaction of the log's database. Raises as :meth:`append` does.
+
+        The same on every backend: encoding and sealing here, the transaction in the
+        backend's :meth:`_append_encoded`.
         """
+        self._check_open()
+        if not appends and within is None:
+            return []
+        return await self._append_sealed(appends, metadata, within)
+
+    @abstractmethod
+    def _check_open(self) -> None:
+        """Raise :class:`~cqrskit.errors.StoreClosed` once closed."""
+
+    @abstractmethod
+    async def _append_encoded(
+        self, parts: EncodedAppends, meta: bytes, within: Within | None
+    ) -> list[AppendResult]:
+        """The backend's transaction of :meth:`append_streams`, for encoded events."""
 
     def _encode_appends(
         self,
@@ -203,14 +216,10 @@ class EventStore(ABC):
     # -- personal data ------------------------------------------------------------------------
 
     async def _append_sealed(
-        self,
-        appends: Sequence[StreamAppend],
-        metadata: Metadata | None,
-        within: Within | None,
-        run: Callable[[EncodedAppends, bytes, Within | None], Awaitable[list[AppendResult]]],
+        self, appends: Sequence[StreamAppend], metadata: Metadata | None, within: Within | None
     ) -> list[AppendResult]:
-        """``append_streams`` of every backend: encode (sealing personal fields with their
-        subjects' keys, made here when new) and ``run`` the backend's transaction, with the
+        """Encode (sealing personal fields with their subjects' keys, made here when new)
+        and run the backend's transaction (:meth:`_append_encoded`), with the
         key rows to write (:meth:`_key_writes`) last in it, after ``within``.
 
         A subject's first key is made here and inserted by the append that first uses
@@ -223,7 +232,7 @@ class EventStore(ABC):
             keyed = self.codec.keyed([e for a in appends for e in a.events])
             if keyed is None:
                 parts, meta = self._encode_appends(appends, metadata)
-                return await run(parts, meta, within)
+                return await self._append_encoded(parts, meta, within)
             sealing, forgotten = keyed
             keys = await self._existing_keys(sealing, look_up=attempt > 0)
             created = {s: new_key() for s in sealing if s not in keys}
@@ -231,15 +240,14 @@ class EventStore(ABC):
             parts, meta = self._encode_appends(appends, metadata, keys)
             writes = self._key_writes(created, forgotten)
             try:
-                results = await run(parts, meta, _then(within, writes))
+                results = await self._append_encoded(parts, meta, _then(within, writes))
             except KeyConflict:
                 if attempt == _KEY_ATTEMPTS - 1:
                     raise
                 continue
-            self._remember_keys(created)
+            self._seal_keys.remember(created)
             if forgotten:
-                for subject in forgotten:
-                    self._seal_keys.pop(subject, None)
+                self._seal_keys.drop(forgotten)
                 await self._scrub()
             return results
         raise AssertionError("unreachable")  # pragma: no cover
@@ -270,7 +278,7 @@ class EventStore(ABC):
         A key that another process destroys meanwhile may still seal a late append here
         from the cache, which nobody can open again: the store's reads always ask the
         database, never this cache."""
-        keys = {s: k for s in subjects if (k := self._seal_keys.get(s)) is not None}
+        keys = self._seal_keys.known(subjects)
         missing = [s for s in subjects if s not in keys]
         if missing and look_up:
             found = await self._lookup_keys(missing)
@@ -278,18 +286,12 @@ class EventStore(ABC):
                 if key is None:
                     raise SubjectForgotten(subject)
                 keys[subject] = key
-            self._remember_keys(keys)
+            self._seal_keys.remember(keys)
         return keys
 
-    def _remember_keys(self, keys: Mapping[str, bytes | None]) -> None:
-        cache = self._seal_keys
-        if len(cache) >= _SEAL_KEYS_MAX:
-            cache.clear()
-        cache.update((s, k) for s, k in keys.items() if k is not None)
-
     @functools.cached_property
-    def _seal_keys(self) -> dict[str, bytes]:
-        return {}
+    def _seal_keys(self) -> _sealing.SealKeys:
+        return _sealing.SealKeys()
 
     async def _scrub(self) -> None:
         """After an append that forgot someone: clear what the database files still hold
@@ -317,7 +319,7 @@ class EventStore(ABC):
 
         def looked_up(subjects: Collection[str]) -> Mapping[str, bytes | None]:
             found = lookup(subjects)
-            self._remember_keys(found)
+            self._seal_keys.remember(found)
             return found
 
         return _sealing.open_records(records, looked_up, self.codec.placeholders)

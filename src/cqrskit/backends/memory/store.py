@@ -137,18 +137,6 @@ class MemoryEventStore(EventStore):
         wake()
         return AppendResult(records[-1].position, records[-1].stream_version)
 
-    async def append_streams(
-        self,
-        appends: Sequence[StreamAppend],
-        metadata: Metadata | None = None,
-        *,
-        within: Within | None = None,
-    ) -> list[AppendResult]:
-        self._check_open()
-        if not appends and within is None:
-            return []
-        return await self._append_sealed(appends, metadata, within, self._append_encoded)
-
     async def _append_encoded(
         self,
         parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],

@@ -198,18 +198,6 @@ class SqliteEventStore(EventStore):
         result: AppendResult = await request.future
         return result
 
-    async def append_streams(
-        self,
-        appends: Sequence[StreamAppend],
-        metadata: Metadata | None = None,
-        *,
-        within: Within | None = None,
-    ) -> list[AppendResult]:
-        self._check_open()
-        if not appends and within is None:
-            return []
-        return await self._append_sealed(appends, metadata, within, self._append_encoded)
-
     async def _append_encoded(
         self,
         encoded: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
