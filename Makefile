@@ -7,7 +7,7 @@ DATA ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest bench install clean
+.PHONY: run test lint typecheck pytest bench bench-scale install clean
 
 # Two distributions from this repository: cqrskit (the framework; its extras) and
 # cqrskit-social (the reference service, in services/social).
@@ -38,6 +38,13 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
 	$(BIN)/python -m benchmarks.pg_appends $(if $(QUICK),--quick,)
+	$(BIN)/python -m benchmarks.personal $(if $(QUICK),--quick,)
+
+# Cost as the log grows: 100k, 1M and 10M events (SQLite), 100k and 1M (PostgreSQL), then
+# the plot in docs/images/bench-scale.png. About 10 minutes here; QUICK=1 (100k and 1M): ~80 s.
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale $(if $(QUICK),--quick,)
+	$(BIN)/python -m benchmarks.scale_plot
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

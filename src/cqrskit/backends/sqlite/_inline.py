@@ -4,8 +4,9 @@ A command loads its aggregate before each append. On a reader thread, the hop th
 back cost 25 times the read itself (90 against 3.6 us for one client, measured), so a
 stream of up to :data:`ROWS` events is read on the caller's thread (the event loop) with a
 connection of its own. That read never waits: the connection has no busy timeout, and a
-read that would block (a lock held elsewhere), that fails, or that finds more than
-:data:`ROWS` events answers None, and the store reads on a reader thread instead.
+read that would block (a lock held elsewhere) or fails answers None, and the store reads
+on a reader thread instead. A longer stream's first :data:`ROWS` events are read here and
+the rest on a reader thread, after them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class InlineReader:
         """Held during a read: a second thread reading at once takes the usual way."""
 
     def stream(self, stream_id: str, from_version: int) -> list[tuple[Any, ...]] | None:
-        """The stream's rows after ``from_version``; None: read it on a reader thread."""
+        """The stream's rows after ``from_version``, at most ``ROWS + 1`` of them (more
+        than ``ROWS``: the stream goes on); None: read it on a reader thread."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -52,7 +54,7 @@ class InlineReader:
             return None  # busy, or anything else: the reader thread's read says it properly
         finally:
             self._lock.release()
-        return None if len(rows) > ROWS else rows
+        return rows
 
     def keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
         """The keys of sealed fields the rows hold (cqrskit.personal), on the same thread."""

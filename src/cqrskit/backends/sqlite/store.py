@@ -59,7 +59,7 @@ from ...sql import SqlTx
 from . import keys as _keys
 from ._append import COLUMNS, STREAM_VERSION, AppendRequest, AppendStreamsRequest, SaveSnapshot
 from ._groupcommit import GroupCommitWriter, StoreStats
-from ._inline import InlineReader
+from ._inline import ROWS, InlineReader
 from ._schema import SCHEMA_VERSION, open_log
 from .connection import ReaderConnections, SqliteTx, converted, read_transaction
 
@@ -288,9 +288,13 @@ class SqliteEventStore(EventStore):
         self._check_open()
         rows = self._short_reads.stream(stream_id, from_version)  # see ._inline
         if rows is not None:
-            records = list(itertools.starmap(RecordedEvent, rows))
+            records = list(itertools.starmap(RecordedEvent, rows[:ROWS]))
             with contextlib.suppress(sqlite3.Error):  # keys that would wait: a reader thread
-                return self._opened(records, self._short_reads.keys)
+                records = self._opened(records, self._short_reads.keys)
+                if len(rows) <= ROWS:
+                    return records
+                after = records[-1].stream_version  # a long stream: the rest from a thread
+                return records + await self._read(self._read_stream_sync, stream_id, after)
         return await self._read(self._read_stream_sync, stream_id, from_version)
 
     async def head_position(self) -> int:
