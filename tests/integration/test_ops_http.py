@@ -10,7 +10,6 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,64 +17,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from cqrskit import App, ConfigurationError, Event, Projection, RecordedEvent, SqlTx, handles
+from cqrskit import ConfigurationError
 from cqrskit._relays import write_report
 from cqrskit.fastapi import connect, operations_router
 from social.api import create_app
 from social.domain import ScryptParams
 from social.infrastructure.settings import Settings
+from tests.integration._bank import POISON, Bank, Deposited
 
 TOKEN = "operator-token-0123456789abcdef"
-POISON: set[int] = set()
-"""Amounts the handlers fail on: the bug; clearing it is the fix."""
-
-
-@dataclass(frozen=True)
-class Deposited(Event):
-    amount: int
-
-
-class Balances(Projection):
-    name = "balances"
-    tables = ("op_balances",)
-    on_failure = "park"
-
-    def create_schema(self, tx: SqlTx) -> None:
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS op_balances (account TEXT PRIMARY KEY, balance BIGINT)"
-        )
-
-    @handles(Deposited)
-    def on_deposited(self, tx: SqlTx, event: Deposited, record: RecordedEvent) -> None:
-        if event.amount in POISON:
-            raise ValueError(f"cannot handle {event.amount}")
-        tx.execute(
-            "INSERT INTO op_balances (account, balance) VALUES (?, ?) ON CONFLICT (account)"
-            " DO UPDATE SET balance = op_balances.balance + excluded.balance",
-            (record.stream_id, event.amount),
-        )
-
-
-class Totals(Projection):
-    """Stops at the first failure (the default policy)."""
-
-    name = "totals"
-    tables = ("op_totals",)
-
-    def create_schema(self, tx: SqlTx) -> None:
-        tx.execute("CREATE TABLE IF NOT EXISTS op_totals (id INTEGER PRIMARY KEY, total BIGINT)")
-        tx.execute("INSERT INTO op_totals VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-
-    @handles(Deposited)
-    def on_deposited(self, tx: SqlTx, event: Deposited, record: RecordedEvent) -> None:
-        if event.amount in POISON:
-            raise ValueError(f"cannot handle {event.amount}")
-        tx.execute("UPDATE op_totals SET total = total + ? WHERE id = 1", (event.amount,))
-
-
-class Bank(App):
-    events = (Deposited,)
-    projections = (Balances(), Totals())
 
 
 Client = httpx.AsyncClient
@@ -326,7 +276,7 @@ async def test_retry_fails_while_the_bug_is_there_then_applies(ops: tuple[Client
     done = body(await post(http, "balances/retry", {"reason": "fixed"}), 200)
     assert done["result"] == "applied 2 events"
     assert (await projection(http, "balances"))["parked"] == 0
-    rows = await bank.db.read(lambda tx: tx.fetchall("SELECT account, balance FROM op_balances"))
+    rows = await bank.db.read(lambda tx: tx.fetchall("SELECT account, balance FROM balances"))
     assert rows == [("acct-a", 15)]
 
 
