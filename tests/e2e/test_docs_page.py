@@ -10,6 +10,7 @@ console shows no error, and "Try it out" executes a GET. Without /usr/bin/chromi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -155,14 +156,16 @@ def foreign(urls: list[str], origin: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+@contextlib.contextmanager
+def headless_chromium(profile: Path, window: str, page_load_timeout: float) -> Iterator[Browser]:
+    """Debian's Chromium, headless, its profile in ``profile`` and chromedriver's log beside
+    it. Skips with the reason when the binaries are missing, unless CQRSKIT_REQUIRE_BROWSER=1
+    (as in CI), which makes that a failure."""
     reason = _browser_missing()
     if reason is not None:
         if REQUIRE_BROWSER:
             pytest.fail(f"CQRSKIT_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
-    profile = tmp_path_factory.mktemp("chromium-profile")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in (
@@ -170,7 +173,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         "--no-sandbox",
         "--disable-dev-shm-usage",
         f"--user-data-dir={profile}",
-        "--window-size=1280,1024",
+        f"--window-size={window}",
         # No other host resolves and no proxy is used: the page reaches the service on
         # loopback only, so a request to any other host fails at once (and is still seen
         # in the performance log), whatever network the machine has.
@@ -184,10 +187,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     )
     driver = webdriver.Chrome(service=service, options=options)
     try:
-        driver.set_page_load_timeout(WAIT)
+        driver.set_page_load_timeout(page_load_timeout)
         yield Browser(driver)
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with headless_chromium(profile, "1280,1024", WAIT) as chromium:
+        yield chromium
 
 
 def _rendered(driver: WebDriver) -> dict[str, Any] | None:

@@ -27,9 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -37,15 +35,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cqrskit._relays import write_report
 from tests.e2e._ops_app import Notebook
-from tests.e2e.test_docs_page import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    REQUIRE_BROWSER,
-    WAIT,
-    Browser,
-    _browser_missing,
-    foreign,
-)
+from tests.e2e.test_docs_page import WAIT, Browser, foreign, headless_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 CQRSKIT = Path(sys.executable).with_name("cqrskit")
@@ -128,31 +118,8 @@ def http(served: tuple[Served, Path]) -> Iterator[httpx.Client]:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:
     """Headless Chromium as test_docs_page.py starts it (no host but loopback resolves)."""
-    reason = _browser_missing()
-    if reason is not None:
-        if REQUIRE_BROWSER:
-            pytest.fail(f"CQRSKIT_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1400,1000",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-        "--no-proxy-server",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "driver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
-        driver.set_page_load_timeout(20)
-        yield Browser(driver)
-    finally:
-        driver.quit()
+    with headless_chromium(tmp_path / "chromium-profile", "1400,1000", 20) as chromium:
+        yield chromium
 
 
 class Console:
