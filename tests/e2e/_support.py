@@ -517,3 +517,53 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+class ListeningProcess:
+    """A ``serve`` process started from a command line: its stdout read by a thread until
+    its ``Listening on URL`` line (``url``; every line kept in ``lines``), its stderr in
+    ``log``. Subclasses say how it stops (:meth:`fail_start` when it never listens)."""
+
+    LISTENING = re.compile(r"^Listening on (http://127\.0\.0\.1:\d+)$")
+
+    def __init__(self, command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.url = ""
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        root = Path(__file__).resolve().parents[2]
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                text=True, cwd=root, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 30
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.fail_start()
+                raise AssertionError(f"not listening: {self.lines!r}\n{self.stderr()}")
+
+    def fail_start(self) -> None:
+        """It never listened: make sure it is gone."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.rstrip("\n"))
+            match = self.LISTENING.match(self.lines[-1])
+            if match:
+                self.url = match.group(1)
+                self._ready.set()
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def _close(self) -> None:
+        self._reader.join(5)
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()

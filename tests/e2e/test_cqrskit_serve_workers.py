@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,46 +20,20 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e._support import ListeningProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 APP = "tests.integration._cli_app:api"
-LISTENING = re.compile(r"^Listening on (http://127\.0\.0\.1:\d+)$")
 PROJECTIONS = {"tasks", "task_count"}
 
 
-class Tree:
+class Tree(ListeningProcess):
     """One ``serve --workers 2`` parent process: its stdout read by a thread, its stderr
     in a file."""
 
-    def __init__(self, command: list[str], log: Path) -> None:
-        self.log = log
-        self.lines: list[str] = []
-        self.url = ""
-        self._ready = threading.Event()
-        with log.open("wb") as err:
-            self.proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + 30
-        while not self._ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"not listening: {self.lines!r}\n{self.stderr()}")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.rstrip("\n"))
-            match = LISTENING.match(self.lines[-1])
-            if match:
-                self.url = match.group(1)
-                self._ready.set()
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
+    def fail_start(self) -> None:
+        self.kill()
 
     def client(self) -> httpx.Client:
         """A new connection per request: the kernel hands each to one worker or another."""
@@ -90,11 +62,6 @@ class Tree:
             self.proc.kill()
             self.proc.wait(10)
         self._close()
-
-    def _close(self) -> None:
-        self._reader.join(5)
-        if self.proc.stdout is not None and not self._reader.is_alive():
-            self.proc.stdout.close()
 
 
 def _cmdline(pid: int) -> str:

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,51 +34,24 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cqrskit._relays import write_report
 from tests.e2e._ops_app import Notebook
+from tests.e2e._support import ListeningProcess
 from tests.e2e.test_docs_page import WAIT, Browser, foreign, headless_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 CQRSKIT = Path(sys.executable).with_name("cqrskit")
 APP = "tests.e2e._ops_app:api"
 TOKEN = "console-e2e-token-0123456789abcdef"
-LISTENING = re.compile(r"^Listening on (http://127\.0\.0\.1:\d+)$")
 SCREENSHOT = os.environ.get("CQRSKIT_OPS_SCREENSHOT")
 """Where to also save the screenshot (docs/images/ops-console.png was made so)."""
 STREAM_B = "stream-<i>b</i>"
 POISON_B = "poison <img src=x onerror=alert(1)>"
 
 
-class Served:
+class Served(ListeningProcess):
     """One ``cqrskit serve`` process; its stdout read by a thread, its stderr in a file."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self.url = ""
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        with log.open("wb") as err:
-            self.proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                text=True, cwd=ROOT, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + 30
-        while not self._ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"not listening: {self.lines}\n{self.stderr()}")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.rstrip("\n"))
-            match = LISTENING.match(self.lines[-1])
-            if match:
-                self.url = match.group(1)
-                self._ready.set()
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
+    def fail_start(self) -> None:
+        self.stop()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -89,9 +61,7 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None and not self._reader.is_alive():
-            self.proc.stdout.close()
+        self._close()
         return self.proc.returncode
 
 
@@ -102,7 +72,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Served, Path]]:
     marker.touch()
     command = [str(CQRSKIT), "--app", APP, "--url", f"sqlite:///{tmp_path / 'data'}"]
     env = {"OPS_APP_TOKEN": TOKEN, "OPS_APP_BUG": str(marker)}
-    server = Served([*command, "serve", "--port", "0"], env, tmp_path / "serve.stderr")
+    server = Served([*command, "serve", "--port", "0"], tmp_path / "serve.stderr", env)
     try:
         yield server, marker
     finally:
