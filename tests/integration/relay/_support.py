@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import ClassVar
 
@@ -121,3 +122,15 @@ async def assert_exactly_once_in_order(db_url: str, nats_url: str, stream: Strea
     assert stored.positions == positions
     assert stored.ids == ids
     return len(positions)
+
+
+async def start_social_relay(tmp_path: Path, nats_url: str) -> tuple[RelayProcess, Path, str]:
+    """``social relay`` on a fresh data directory, to a stream of a new name: the relay,
+    the directory and the stream's name (its subjects ``social.events.<EventType>``)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    name = f"SOCIAL_{uuid.uuid4().hex[:6]}"
+    command = [sys.executable, "-c", "from social.cli import main; main()", "relay"]
+    command += ["--data-dir", str(data)]
+    relay = await RelayProcess.start("", nats_url, Stream(name, "social.events"), command=command)
+    return relay, data, name

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,11 @@ import pytest
 from cqrskit.relay import JetStreamPublisher, Relay
 from tests.integration._relay_app import RelayedApp, write
 from tests.integration.relay._nats import NatsServer, Stream, read_stream
-from tests.integration.relay._support import RelayProcess, assert_exactly_once_in_order
+from tests.integration.relay._support import (
+    RelayProcess,
+    assert_exactly_once_in_order,
+    start_social_relay,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -133,14 +135,7 @@ async def test_social_relay_publishes_the_service_events(
     from social.infrastructure.settings import Settings
 
     own_nats.start()
-    data = tmp_path / "data"
-    data.mkdir()
-    name = f"SOCIAL_{uuid.uuid4().hex[:6]}"
-    command = [sys.executable, "-c", "from social.cli import main; main()", "relay"]
-    command += ["--data-dir", str(data)]
-    relay = await RelayProcess.start(
-        "", own_nats.url, Stream(name, "social.events"), command=command
-    )
+    relay, data, name = await start_social_relay(tmp_path, own_nats.url)
     line = await relay.line()
     assert line == (
         f"Relaying to stream {name} at {own_nats.url}"

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from cqrskit.monitoring import STALE_AFTER
 from cqrskit.relay import JetStreamPublisher, Relay
 from tests.integration._relay_app import RelayedApp, write
 from tests.integration.relay._nats import NatsServer, Stream
-from tests.integration.relay._support import RelayProcess
+from tests.integration.relay._support import RelayProcess, start_social_relay
 
 TOKEN = "operator-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -148,14 +146,7 @@ async def test_social_shows_its_relay_in_ops_and_metrics(
     from social.infrastructure.settings import Settings
 
     own_nats.start()
-    data = tmp_path / "data"
-    data.mkdir()
-    name = f"SOCIAL_{uuid.uuid4().hex[:6]}"
-    command = [sys.executable, "-c", "from social.cli import main; main()", "relay"]
-    command += ["--data-dir", str(data)]
-    relay = await RelayProcess.start(
-        "", own_nats.url, Stream(name, "social.events"), command=command
-    )
+    relay, data, name = await start_social_relay(tmp_path, own_nats.url)
     assert (await relay.line()).startswith("Relaying")
     settings = Settings(
         data_dir=data, secret=b"s" * 32, scrypt=ScryptParams(n=2**10), ops_token=TOKEN
