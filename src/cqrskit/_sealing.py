@@ -70,14 +70,14 @@ def open_records(
     replaced by the plaintext, which is the value's JSON. Decoding the payload to a dict
     and encoding it again cost more than the decryption. The pattern cannot match inside
     a string value: every quote there is escaped."""
-    found: list[tuple[int, list[re.Match[bytes]]]] = []
+    # (record index, [(sealed value, its subject)]): each subject decoded once.
+    found: list[tuple[int, list[tuple[re.Match[bytes], str]]]] = []
     subjects: set[str] = set()
     for i, record in enumerate(records):
         if _MARK not in record.payload:
             continue
-        marks = list(_SEALED.finditer(record.payload))
-        for mark in marks:
-            subjects.add(_text(mark[1]))
+        marks = [(mark, _text(mark[1])) for mark in _SEALED.finditer(record.payload)]
+        subjects.update(subject for _, subject in marks)
         found.append((i, marks))
     if not found:
         return records
@@ -90,8 +90,8 @@ def open_records(
         parts: list[bytes] = []
         done = 0
         defaults: Mapping[str, Any] | None = None
-        for mark in marks:
-            field, subject = _field_of(payload, mark.start()), _text(mark[1])
+        for mark, subject in marks:
+            field = _field_of(payload, mark.start())
             key = keys.get(subject)
             plain = None
             if key is not None:

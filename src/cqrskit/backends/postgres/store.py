@@ -64,7 +64,8 @@ stay the truth: a wake that names a commit the waiter had not seen yet ends the 
 without a look (the waiter's next read is that look); any other wake is checked.
 
 Why this module is long: the proof above constrains every line of the code below it, and
-belongs beside it.
+belongs beside it. (The personal-data part is a few delegating lines: its SQL is in
+:mod:`.keys`, its logic in :class:`~cqrskit.EventStore`.)
 
 **Connections.** At most ``pool_max + 2``: the pool's, the notifier's (from the first
 append), the listener's (from the first wait). A full pool: see :mod:`.connection`.
