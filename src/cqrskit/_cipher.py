@@ -2,7 +2,7 @@
 when a codec first meets an event class with personal fields (the package is the optional
 ``crypto`` extra: ``import cqrskit`` works without it).
 
-A token is ``nonce (12 bytes) + ciphertext + tag (16 bytes)``, in standard base64. The
+A token is ``nonce (12 bytes) + ciphertext + tag (16 bytes)``, stored in standard base64. The
 nonce is random per seal: with 96 random bits, a key may seal about 2^32 values before a
 repeated nonce becomes likely enough to matter (NIST SP 800-38D, 8.3), far more than one
 person's events hold. The associated data binds a token to where it was sealed.
@@ -63,12 +63,6 @@ class Cipher:
             cipher = cls._made[key] = cls(key)
         return cipher
 
-    @staticmethod
-    def nonces(n: int) -> list[bytes]:
-        """``n`` fresh random nonces (:func:`cqrskit.keystore.random_bytes`)."""
-        raw = random_bytes(_NONCE * n)
-        return [raw[i : i + _NONCE] for i in range(0, len(raw), _NONCE)]
-
     def __init__(self, key: bytes) -> None:
         found = _aead()
         if found is None:
@@ -76,12 +70,14 @@ class Cipher:
         aesgcm, self._invalid = found
         self._aead: Any = aesgcm(key)
 
-    def seal(self, plaintext: bytes, associated: bytes, nonce: bytes) -> str:
-        """``nonce``: fresh random bytes (:meth:`nonces`), never used before with this key."""
-        sealed = self._aead.encrypt(nonce, plaintext, associated)
-        return binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+    def seal(self, plaintext: bytes, associated: bytes) -> bytes:
+        """The token (raw: ``nonce + ciphertext + tag``) of ``plaintext``, with a fresh
+        random nonce (:func:`cqrskit.keystore.random_bytes`)."""
+        nonce = random_bytes(_NONCE)
+        sealed: bytes = self._aead.encrypt(nonce, plaintext, associated)
+        return nonce + sealed
 
-    def open(self, token: str, associated: bytes) -> bytes | None:
+    def open(self, token: bytes | str, associated: bytes) -> bytes | None:
         """The plaintext; None when the token does not open (damaged, or sealed elsewhere)."""
         try:
             raw = binascii.a2b_base64(token, strict_mode=True)

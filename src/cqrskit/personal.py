@@ -18,12 +18,13 @@ of that person can no longer be read by anyone (crypto-shredding)::
         __forgets__ = "id"    # appending it destroys the key of the subject named by "id"
         id: str
 
-**Stored.** Each personal field that is not None is stored as
-``{"$sealed": [subject, token]}``: ``token`` is the base64 of a fresh 96-bit nonce and the
-AES-256-GCM ciphertext of the value's JSON, authenticated with the event type, the field
-and the subject (a token moved to another field or event does not open). None stays None:
-it says nothing about anyone. The subject's field itself stays in clear: it is the id the
-key is found by, and should be an opaque id, never personal data itself.
+**Stored.** The personal fields that are not None leave the event's JSON object, and one
+member takes their place, last: ``"$sealed": [subject, [their names], token]``. ``token`` is
+the base64 of a fresh 96-bit nonce and the AES-256-GCM ciphertext of those fields' JSON,
+authenticated with the event type and the subject (a token moved to another event does not
+open). None stays None: it says nothing about anyone. The subject's field itself stays in
+clear: it is the id the key is found by, and should be an opaque id, never personal data
+itself.
 
 **Keys.** One per subject, in the event store's database (the :class:`~cqrskit.KeyStore`
 port), made in the transaction of the first append that seals something of the subject.

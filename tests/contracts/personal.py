@@ -88,8 +88,8 @@ class PersonalDataContract:
         raw = _raw(stored.payload)
         assert raw["member"] == "m-1"
         assert raw["plan"] == "pro"
-        assert set(raw["email"]) == {"$sealed"}
-        assert raw["email"]["$sealed"][0] == "m-1"
+        assert "email" not in raw
+        assert raw["$sealed"][:2] == ["m-1", ["email", "nickname", "tags"]]
         (opened,) = await store.read_all(0)
         assert store.codec.decode(opened) == event
         (loaded,) = await store.read_stream("member-1")
@@ -201,18 +201,24 @@ class PersonalDataContract:
 
     async def test_a_damaged_or_moved_token_reads_as_its_placeholder(self) -> None:
         store = await self.open(personal_codec())
-        await store.append("member-1", [Joined("m-1", EMAIL, "ada")])
-        (stored,) = await store.read_all(0, sealed=True)
-        raw = _raw(stored.payload)
-        subject, token = raw["nickname"]["$sealed"]
-        sealed = bytearray(base64.b64decode(token))
-        sealed[-1] ^= 1
-        raw["email"] = {"$sealed": [subject, token]}  # the nickname's token, in another field
-        raw["nickname"] = {"$sealed": [subject, base64.b64encode(bytes(sealed)).decode()]}
-        tampered = msgspec.structs.replace(stored, payload=json.dumps(raw).encode())
+        await store.append("member-1", [Joined("m-1", EMAIL, "ada"), Renamed("m-1", "Ada L")])
+        joined, renamed = await store.read_all(0, sealed=True)
+        raw = _raw(joined.payload)
+        subject, fields, token = raw["$sealed"]
+        damaged = bytearray(base64.b64decode(token))
+        damaged[-1] ^= 1
+        moved = _raw(renamed.payload)["$sealed"][2]  # another event's token
         key = await store.keys.get("m-1")
-        (opened,) = store._opened([tampered], lambda subjects: {"m-1": key})
-        assert store.codec.decode(opened) == Joined("m-1", FORGOTTEN, None)
+        for mark in (
+            [subject, fields, base64.b64encode(bytes(damaged)).decode()],
+            [subject, fields, moved],
+            ["m-2", fields, token],  # another subject's, with m-1's key
+        ):
+            tampered = msgspec.structs.replace(
+                joined, payload=json.dumps({**raw, "$sealed": mark}).encode()
+            )
+            (opened,) = store._opened([tampered], lambda subjects: dict.fromkeys(subjects, key))
+            assert store.codec.decode(opened) == Joined("m-1", FORGOTTEN, None)
 
     async def test_the_codec_refuses_to_encode_personal_data_without_its_key(self) -> None:
         store = await self.open(personal_codec())

@@ -10,10 +10,10 @@ Subject ``<prefix>.<EventType>``; header ``Nats-Msg-Id`` = the event's id; body:
 older schema versions are upcast first); an event the app cannot decode (a type it no
 longer knows, a payload that no longer fits) is published as stored, and
 ``schema_version`` always says which version ``data`` is of. Personal fields
-(:mod:`cqrskit.personal`) stay sealed, as stored: ``{"$sealed": [subject, token]}``; an
-event holding any is published as stored, never opened to be upcast, so that nothing of a
-person reaches the stream in clear (and forgetting them makes what the stream holds
-unreadable too).
+(:mod:`cqrskit.personal`) stay sealed, as stored (one member, ``"$sealed": [subject,
+[fields], token]``, in their place); an event holding any is published as stored, never
+opened to be upcast, so that nothing of a person reaches the stream in clear (and
+forgetting them makes what the stream holds unreadable too).
 """
 
 from __future__ import annotations

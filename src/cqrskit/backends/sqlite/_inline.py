@@ -57,7 +57,7 @@ class InlineReader:
         return rows
 
     def keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
-        """The keys of sealed fields the rows hold (cqrskit.personal), on the same thread."""
+        """The keys of sealed events the rows hold (cqrskit.personal), on the same thread."""
         with self._lock:
             if self._conn is None:
                 return {}

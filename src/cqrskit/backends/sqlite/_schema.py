@@ -13,15 +13,32 @@ from .connection import SqliteTx, connect, write_transaction
 
 __all__ = ["KEYS_DDL", "SCHEMA_VERSION", "open_log"]
 
-KEYS_DDL = """CREATE TABLE IF NOT EXISTS cqrskit_keys (
-    subject TEXT PRIMARY KEY,
-    key BLOB,
-    created_at REAL NOT NULL,
-    forgotten_at REAL,
-    CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
-)"""
+KEYS_DDL = (
+    """CREATE TABLE IF NOT EXISTS cqrskit_keys (
+        subject TEXT PRIMARY KEY,
+        key BLOB,
+        created_at REAL NOT NULL,
+        forgotten_at REAL,
+        CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS cqrskit_keys_destroyed (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        count INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO cqrskit_keys_destroyed (id, count) VALUES (0, 0)",
+    # Every statement that destroys a key, whoever runs it, counts in the same
+    # transaction: a reader that sees the count unchanged knows no key it kept is gone.
+    """CREATE TRIGGER IF NOT EXISTS cqrskit_key_destroyed
+        AFTER UPDATE OF key ON cqrskit_keys WHEN old.key IS NOT NULL AND new.key IS NULL
+        BEGIN UPDATE cqrskit_keys_destroyed SET count = count + 1; END""",
+    """CREATE TRIGGER IF NOT EXISTS cqrskit_key_deleted
+        AFTER DELETE ON cqrskit_keys WHEN old.key IS NOT NULL
+        BEGIN UPDATE cqrskit_keys_destroyed SET count = count + 1; END""",
+)
 """The key of each data subject (:mod:`.keys`): one row per subject ever keyed or
-forgotten; ``key`` NULL (and ``forgotten_at`` set) is the tombstone of a forgotten one."""
+forgotten; ``key`` NULL (and ``forgotten_at`` set) is the tombstone of a forgotten one.
+``cqrskit_keys_destroyed`` counts the keys ever destroyed, by triggers: the readers keep
+the keys they found while it stays the same (:class:`cqrskit._sealing.ReadKeys`)."""
 
 SCHEMA_VERSION = 2
 """Version of the tables below, kept in ``cqrskit_schema_version`` (name 'event_store').
@@ -60,7 +77,7 @@ _SCHEMA = (
     # keyed command path spends most of its extra time writing this row).
     IDEMPOTENCY_DDL[0] + " WITHOUT ROWID",
     *IDEMPOTENCY_DDL[1:],
-    KEYS_DDL,
+    *KEYS_DDL,
 )
 
 

@@ -39,7 +39,7 @@ from ...sql import SqlTx
 from ._schema import KEYS_DDL
 from .connection import SqliteTx, connect, converted, write_transaction
 
-__all__ = ["SqliteKeyStore", "key_writes", "lookup_keys"]
+__all__ = ["SqliteKeyStore", "destroyed", "key_writes", "lookup_keys"]
 
 T = TypeVar("T")
 
@@ -73,6 +73,12 @@ def lookup_keys(tx: SqlTx, subjects: Iterable[str]) -> dict[str, bytes | None]:
         sql = f"SELECT subject, key FROM cqrskit_keys WHERE subject IN ({marks})"
         found.update((str(s), k) for s, k in tx.fetchall(sql, chunk))
     return found
+
+
+def destroyed(conn: sqlite3.Connection) -> int:
+    """How many keys were ever destroyed (counted by triggers: ``._schema.KEYS_DDL``)."""
+    row = conn.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def key_writes(
@@ -120,7 +126,7 @@ class SqliteKeyStore:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = connect(self.path, synchronous=self._synchronous)
             try:
-                write_transaction(conn, lambda tx: tx.execute(KEYS_DDL))
+                write_transaction(conn, lambda tx: [tx.execute(ddl) for ddl in KEYS_DDL])
             except BaseException:
                 conn.close()
                 raise

@@ -39,6 +39,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..._sealing import ReadKeys
 from ..._waiters import Waiters
 from ..._workers import Workers
 from ...codec import Codec
@@ -54,6 +55,7 @@ from ...eventstore import (
     Within,
 )
 from ...messages import Event, Metadata, RecordedEvent, new_id
+from ...personal import KeyConflict
 from ...projection import Projection
 from ...sql import SqlTx
 from . import keys as _keys
@@ -139,6 +141,8 @@ class SqliteEventStore(EventStore):
         self._reader = self._reader_connections.get
         self._key_store: _keys.SqliteKeyStore | None = None
         self._short_reads = InlineReader(self.path, _SELECT_STREAM + " LIMIT ?", _READER_CACHE_KIB)
+        self._kept_keys = ReadKeys()
+        """Keys that reads found, kept while none is destroyed (see ``ReadKeys``)."""
 
     @classmethod
     async def open(
@@ -178,13 +182,15 @@ class SqliteEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        prepared = await self._prepare_sealed(events, metadata)
-        if prepared is None:  # it writes key rows: in append_streams' transaction
+        # A first key is written by this append's own request (a registration stays on
+        # the single-append path: measured, the multi-stream path cost it a third).
+        prepared = await self._prepare_sealed(events, metadata, new_keys=True)
+        if prepared is None:  # it forgets someone: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
         # Encoded (above) on the caller's side: the writer thread only does SQL, and an
         # unregistered event fails before anything is queued.
-        encoded, meta = prepared
+        encoded, meta, created = prepared
         request = AppendRequest(
             asyncio.get_running_loop(),
             self._inline_handlers,
@@ -193,9 +199,15 @@ class SqliteEventStore(EventStore):
             [(new_id(), *e) for e in encoded],
             meta,
             tuple(events),
+            self._key_writes(created, ()) if created else None,
         )
         self._writer.submit(request)
-        result: AppendResult = await request.future
+        try:
+            result: AppendResult = await request.future
+        except KeyConflict:  # a key made meanwhile elsewhere: append_streams looks it up
+            appended = [StreamAppend(stream_id, events, expected_version)]
+            return (await self.append_streams(appended, metadata))[0]
+        self._keys_made(created)
         return result
 
     async def _append_encoded(
@@ -226,6 +238,17 @@ class SqliteEventStore(EventStore):
 
     def _lookup_keys_sync(self, subjects: Collection[str]) -> dict[str, bytes | None]:
         return _keys.lookup_keys(SqliteTx(self._reader()), subjects)
+
+    def _kept_keys_sync(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        """For a batch of the log: the keys kept since the count of destroyed keys last
+        rose, and the others looked up. (A stream's read asks for its few keys at once:
+        the count would cost the same query.)"""
+        conn = self._reader()
+        return self._kept_keys.lookup(
+            subjects,
+            _keys.destroyed(conn),
+            lambda missing: _keys.lookup_keys(SqliteTx(conn), missing),
+        )
 
     def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
         return _keys.key_writes(created, forgotten)
@@ -258,7 +281,7 @@ class SqliteEventStore(EventStore):
         rows = self._reader().execute(_SELECT_ALL, (from_position, limit)).fetchall()
         # The projection hot path: build envelopes straight from the row tuples.
         records = list(itertools.starmap(RecordedEvent, rows))
-        return records if sealed else self._opened(records, self._lookup_keys_sync)
+        return records if sealed else self._opened(records, self._kept_keys_sync)
 
     def _read_stream_sync(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
         rows = self._reader().execute(_SELECT_STREAM, (stream_id, from_version)).fetchall()

@@ -1,0 +1,80 @@
+"""A key destroyed by another process is never used again by this one's reads, on SQLite
+(whose readers keep the keys they found while no key is destroyed:
+``cqrskit._sealing.ReadKeys``) and on PostgreSQL (whose reads ask every time)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from cqrskit import FORGOTTEN, EventStore
+from cqrskit.backends.postgres import PostgresEventStore
+from cqrskit.backends.sqlite import SqliteEventStore, SqliteKeyStore
+from tests.contracts.personal import EMAIL, Joined, Left, Renamed, personal_codec
+
+Open = Callable[[], Awaitable[EventStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Open]:
+    """Opens stores on one database, as separate processes would; closes them after."""
+    opened: list[EventStore] = []
+
+    async def open_one() -> EventStore:
+        if request.param == "sqlite":
+            store: EventStore = await SqliteEventStore.open(tmp_path / "write.db", personal_codec())
+        else:
+            url = request.getfixturevalue("pg_url")
+            store = await PostgresEventStore.open(url, personal_codec())
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.close()
+
+
+async def emails(store: EventStore) -> list[str]:
+    return [
+        e.email for e in map(store.codec.decode, await store.read_all(0)) if isinstance(e, Joined)
+    ]
+
+
+async def test_a_forget_appended_elsewhere_reaches_every_read_of_this_store(
+    open_store: Open,
+) -> None:
+    here, elsewhere = await open_store(), await open_store()
+    await here.append("member-1", [Joined("m-1", EMAIL, "ada")])
+    await here.append("member-2", [Joined("m-2", "bob@example.org", "bob")])
+    for _ in range(2):  # read twice: the second read may be served by kept keys
+        assert await emails(here) == [EMAIL, "bob@example.org"]
+        (loaded,) = await here.read_stream("member-1")
+        assert here.codec.decode(loaded) == Joined("m-1", EMAIL, "ada")
+    await elsewhere.append("member-1", [Left("m-1")])
+    assert await emails(here) == [FORGOTTEN, "bob@example.org"]
+    loaded, _ = await here.read_stream("member-1")  # the short read on the caller's thread
+    assert here.codec.decode(loaded) == Joined("m-1", FORGOTTEN, None)
+
+
+async def test_sqlite_a_key_forgotten_through_the_key_store_or_deleted_is_not_used(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "write.db", personal_codec())
+    for i in (1, 2):
+        await store.append(f"member-{i}", [Joined(f"m-{i}", EMAIL, None), Renamed(f"m-{i}", "A")])
+    assert await emails(store) == [EMAIL, EMAIL]
+    keys = SqliteKeyStore(tmp_path / "write.db")
+    try:
+        assert await keys.forget("m-1")
+    finally:
+        await keys.close()
+    assert await emails(store) == [FORGOTTEN, EMAIL]
+    conn = sqlite3.connect(tmp_path / "write.db")  # by hand, as an operator might
+    with conn:
+        conn.execute("DELETE FROM cqrskit_keys WHERE subject = 'm-2'")
+    conn.close()
+    assert await emails(store) == [FORGOTTEN, FORGOTTEN]
+    await store.close()
