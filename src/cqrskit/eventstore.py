@@ -245,7 +245,7 @@ class EventStore(ABC):
                 if attempt == _KEY_ATTEMPTS - 1:
                     raise
                 continue
-            self._keys_made(created)
+            self._seal_keys.remember(created)
             if forgotten:
                 self._seal_keys.drop(forgotten)
                 await self._scrub()
@@ -253,36 +253,22 @@ class EventStore(ABC):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _prepare_sealed(
-        self, events: Sequence[Event], metadata: Metadata | None, *, new_keys: bool = False
-    ) -> tuple[Encoded, bytes, dict[str, bytes]] | None:
-        """For ``append``: the events encoded, sealed with their subjects' keys, and the
-        keys made for them, so that it takes the backend's single-append path; None when
-        it must go through :meth:`append_streams` (a subject to forget, or with
-        ``new_keys`` false a first key to make).
-
-        ``new_keys``: the backend's single append writes the rows of the keys made
-        (:meth:`_key_writes`) in its transaction; if it meets a :class:`KeyConflict`,
-        nothing of it is stored and it goes through :meth:`append_streams`, which looks
-        the keys up. Then :meth:`_keys_made` once it committed."""
+        self, events: Sequence[Event], metadata: Metadata | None
+    ) -> tuple[Encoded, bytes] | None:
+        """For ``append``: the events encoded, sealed with their subjects' keys, when it
+        need not write any key row (every key exists, nobody is forgotten), so that it
+        takes the backend's plain append path; None when it must go through
+        :meth:`append_streams` (a first key to make, or a subject to forget)."""
         keyed = self.codec.keyed(events)
         if keyed is None:
-            return (*self._encode(events, metadata), {})
+            return self._encode(events, metadata)
         sealing, forgotten = keyed
         if forgotten:
             return None
         keys = await self._existing_keys(sealing, look_up=False)
-        created: dict[str, bytes] = {}
         if len(keys) < len(sealing):
-            if not new_keys:
-                return None
-            created = {s: new_key() for s in sealing if s not in keys}
-            keys.update(created)
-        return (*self._encode(events, metadata, keys), created)
-
-    def _keys_made(self, created: Mapping[str, bytes]) -> None:
-        """After an append committed the keys it made: keep them to seal with."""
-        if created:
-            self._seal_keys.remember(created)
+            return None
+        return self._encode(events, metadata, keys)
 
     async def _existing_keys(self, subjects: Collection[str], *, look_up: bool) -> dict[str, bytes]:
         """The keys of ``subjects`` known to exist, to seal with: from a bounded per-store

@@ -79,7 +79,7 @@ class MemoryEventStore(EventStore):
         if prepared is None:  # it writes key rows: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
-        encoded, meta, _ = prepared  # no key made: new_keys is false
+        encoded, meta = prepared
         append = functools.partial(
             self._append_sync, stream_id, expected_version, encoded, meta, tuple(events)
         )

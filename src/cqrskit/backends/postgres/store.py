@@ -250,7 +250,7 @@ class PostgresEventStore(EventStore):
         if prepared is None:  # it writes key rows: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
-        encoded, meta, _ = prepared  # no key made: new_keys is false
+        encoded, meta = prepared
         events = tuple(events)
         result = await self._run(
             lambda: self._appender.append(stream_id, expected_version, encoded, meta, events)

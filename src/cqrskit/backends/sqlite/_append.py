@@ -60,10 +60,10 @@ def _insert(
 
 
 class AppendRequest(Request):
-    """One stream's append, and ``within`` (the key rows it writes) after it."""
+    """One stream's append."""
 
     appends = True
-    __slots__ = ("encoded", "events", "expected", "inline", "metadata", "stream_id", "within")
+    __slots__ = ("encoded", "events", "expected", "inline", "metadata", "stream_id")
 
     def __init__(
         self,
@@ -74,7 +74,6 @@ class AppendRequest(Request):
         encoded: Encoded,
         metadata: bytes,
         events: Sequence[Event],
-        within: Within | None = None,
     ) -> None:
         super().__init__(loop)
         self.inline = inline
@@ -83,7 +82,6 @@ class AppendRequest(Request):
         self.encoded = encoded
         self.metadata = metadata
         self.events = events
-        self.within = within
 
     def run(self, conn: sqlite3.Connection, head: int, now: float) -> tuple[Any, int]:
         stream_id = self.stream_id
@@ -99,10 +97,7 @@ class AppendRequest(Request):
             for handler in inline:
                 handler(tx, records, self.events)
         last = head + len(rows)
-        result = AppendResult(last, actual + len(rows))
-        if self.within is not None:
-            self.within(SqliteTx(conn), [result])
-        return result, last
+        return AppendResult(last, actual + len(rows)), last
 
 
 class AppendStreamsRequest(Request):

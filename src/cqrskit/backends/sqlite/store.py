@@ -55,7 +55,6 @@ from ...eventstore import (
     Within,
 )
 from ...messages import Event, Metadata, RecordedEvent, new_id
-from ...personal import KeyConflict
 from ...projection import Projection
 from ...sql import SqlTx
 from . import keys as _keys
@@ -182,15 +181,13 @@ class SqliteEventStore(EventStore):
         metadata: Metadata | None = None,
     ) -> AppendResult:
         self._check_open()
-        # A first key is written by this append's own request (a registration stays on
-        # the single-append path: measured, the multi-stream path cost it a third).
-        prepared = await self._prepare_sealed(events, metadata, new_keys=True)
-        if prepared is None:  # it forgets someone: in append_streams' transaction
+        prepared = await self._prepare_sealed(events, metadata)
+        if prepared is None:  # it writes key rows: in append_streams' transaction
             appended = [StreamAppend(stream_id, events, expected_version)]
             return (await self.append_streams(appended, metadata))[0]
         # Encoded (above) on the caller's side: the writer thread only does SQL, and an
         # unregistered event fails before anything is queued.
-        encoded, meta, created = prepared
+        encoded, meta = prepared
         request = AppendRequest(
             asyncio.get_running_loop(),
             self._inline_handlers,
@@ -199,15 +196,9 @@ class SqliteEventStore(EventStore):
             [(new_id(), *e) for e in encoded],
             meta,
             tuple(events),
-            self._key_writes(created, ()) if created else None,
         )
         self._writer.submit(request)
-        try:
-            result: AppendResult = await request.future
-        except KeyConflict:  # a key made meanwhile elsewhere: append_streams looks it up
-            appended = [StreamAppend(stream_id, events, expected_version)]
-            return (await self.append_streams(appended, metadata))[0]
-        self._keys_made(created)
+        result: AppendResult = await request.future
         return result
 
     async def _append_encoded(
