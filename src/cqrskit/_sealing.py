@@ -200,10 +200,22 @@ class ReadKeys:
 
     MAX = 10_000
 
-    def __init__(self) -> None:
-        self._destroyed = -1
+    def __init__(self, destroyed: int = -1) -> None:
+        self._destroyed = destroyed
         self._keys: dict[str, bytes] = {}
         self._lock = threading.Lock()
+
+    @property
+    def destroyed(self) -> int:
+        """The count the kept keys hold for."""
+        return self._destroyed
+
+    def made(self, keys: Mapping[str, bytes], destroyed: int) -> None:
+        """Keep the ``keys`` an append made, once committed; ``destroyed`` is
+        :attr:`destroyed` as it was before the append. A key made after a count was
+        seen can only be destroyed by raising that count: kept while it stays."""
+        if keys:
+            self._keep(keys, destroyed)
 
     def lookup(
         self,
@@ -224,9 +236,12 @@ class ReadKeys:
             return found
         fetched = fetch([s for s in subjects if s not in found])
         found.update(fetched)
+        self._keep(fetched, destroyed)
+        return found
+
+    def _keep(self, keys: Mapping[str, bytes | None], destroyed: int) -> None:
         with self._lock:
             if destroyed == self._destroyed:
-                if len(self._keys) + len(fetched) > self.MAX:
+                if len(self._keys) + len(keys) > self.MAX:
                     self._keys = {}
-                self._keys.update((s, k) for s, k in fetched.items() if k is not None)
-        return found
+                self._keys.update((s, k) for s, k in keys.items() if k is not None)

@@ -239,6 +239,8 @@ class EventStore(ABC):
             keys.update(created)
             parts, meta = self._encode_appends(appends, metadata, keys)
             writes = self._key_writes(created, forgotten)
+            kept = self._read_keys
+            destroyed = -1 if kept is None else kept.destroyed
             try:
                 results = await self._append_encoded(parts, meta, _then(within, writes))
             except KeyConflict:
@@ -246,6 +248,8 @@ class EventStore(ABC):
                     raise
                 continue
             self._seal_keys.remember(created)
+            if kept is not None:
+                kept.made(created, destroyed)
             if forgotten:
                 self._seal_keys.drop(forgotten)
                 await self._scrub()
@@ -288,6 +292,10 @@ class EventStore(ABC):
                 keys[subject] = key
             self._seal_keys.remember(keys)
         return keys
+
+    _read_keys: _sealing.ReadKeys | None = None
+    """Set by a backend whose reads keep the keys they found (SQLite): the keys its
+    appends make are kept there too (see :class:`cqrskit._sealing.ReadKeys`)."""
 
     @functools.cached_property
     def _seal_keys(self) -> _sealing.SealKeys:

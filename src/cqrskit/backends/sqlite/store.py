@@ -71,9 +71,12 @@ T = TypeVar("T")
 _COLUMNS = COLUMNS
 _SELECT_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _SELECT_STREAM = (
-    f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND stream_version > ?"
-    " ORDER BY stream_version"
+    f"SELECT {_COLUMNS}, (SELECT count FROM cqrskit_keys_destroyed) FROM events"
+    " WHERE stream_id = ? AND stream_version > ? ORDER BY stream_version"
 )
+"""A stream's events, each row with the count of keys ever destroyed, read in the same
+snapshot: the keys of its sealed events then come from :class:`ReadKeys` without another
+query while that count stays (a command loads its aggregate's stream, then appends)."""
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _STREAM_VERSION = STREAM_VERSION
 
@@ -140,8 +143,6 @@ class SqliteEventStore(EventStore):
         self._reader = self._reader_connections.get
         self._key_store: _keys.SqliteKeyStore | None = None
         self._short_reads = InlineReader(self.path, _SELECT_STREAM + " LIMIT ?", _READER_CACHE_KIB)
-        self._kept_keys = ReadKeys()
-        """Keys that reads found, kept while none is destroyed (see ``ReadKeys``)."""
 
     @classmethod
     async def open(
@@ -231,11 +232,13 @@ class SqliteEventStore(EventStore):
         return _keys.lookup_keys(SqliteTx(self._reader()), subjects)
 
     def _kept_keys_sync(self, subjects: Collection[str]) -> dict[str, bytes | None]:
-        """For a batch of the log: the keys kept since the count of destroyed keys last
-        rose, and the others looked up. (A stream's read asks for its few keys at once:
-        the count would cost the same query.)"""
+        """For a batch of the log: the keys kept while the count of destroyed keys (read
+        first) stays, and the others looked up. (A stream's rows hold the count:
+        :meth:`_stream_opened`.)"""
         conn = self._reader()
-        return self._kept_keys.lookup(
+        kept = self._read_keys
+        assert kept is not None  # set by _setup, before any read
+        return kept.lookup(
             subjects,
             _keys.destroyed(conn),
             lambda missing: _keys.lookup_keys(SqliteTx(conn), missing),
@@ -257,7 +260,10 @@ class SqliteEventStore(EventStore):
 
     def _setup(self) -> tuple[sqlite3.Connection, int]:
         """On the writer thread: open the file, create or upgrade the schema."""
-        return open_log(self.path, self._synchronous, self._inline, _read_head)
+        conn, head = open_log(self.path, self._synchronous, self._inline, _read_head)
+        # Keys this store makes are kept for its reads from now on (see ``ReadKeys``).
+        self._read_keys = ReadKeys(_keys.destroyed(conn))
+        return conn, head
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -276,7 +282,22 @@ class SqliteEventStore(EventStore):
 
     def _read_stream_sync(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
         rows = self._reader().execute(_SELECT_STREAM, (stream_id, from_version)).fetchall()
-        return self._opened(list(itertools.starmap(RecordedEvent, rows)), self._lookup_keys_sync)
+        return self._stream_opened(rows, self._lookup_keys_sync)
+
+    def _stream_opened(
+        self,
+        rows: list[tuple[Any, ...]],
+        lookup: Callable[[Collection[str]], dict[str, bytes | None]],
+    ) -> list[RecordedEvent]:
+        """The records of ``_SELECT_STREAM``'s rows, opened with the keys kept while the
+        count the rows hold stays, and ``lookup`` (on the read's connection) for others."""
+        records = [RecordedEvent(*row[:9]) for row in rows]
+        if not rows:
+            return records
+        destroyed = int(rows[0][9])
+        kept = self._read_keys
+        assert kept is not None  # set by _setup, before any read
+        return self._opened(records, lambda subjects: kept.lookup(subjects, destroyed, lookup))
 
     def _scalar_sync(self, sql: str, params: Sequence[Any]) -> Any:
         row = self._reader().execute(sql, params).fetchone()
@@ -302,9 +323,8 @@ class SqliteEventStore(EventStore):
         self._check_open()
         rows = self._short_reads.stream(stream_id, from_version)  # see ._inline
         if rows is not None:
-            records = list(itertools.starmap(RecordedEvent, rows[:ROWS]))
             with contextlib.suppress(sqlite3.Error):  # keys that would wait: a reader thread
-                records = self._opened(records, self._short_reads.keys)
+                records = self._stream_opened(rows[:ROWS], self._short_reads.keys)
                 if len(rows) <= ROWS:
                     return records
                 after = records[-1].stream_version  # a long stream: the rest from a thread
