@@ -3,8 +3,7 @@
 Versions: a stream's version is the number of events in it; its first event has
 ``stream_version == 1``. Positions: every event has a global ``position`` (> 0) that
 increases with the log order; the empty log has head position 0. ``read_all`` and
-``read_stream`` are exclusive of their starting point ("after"), so a checkpoint can be
-passed back as it is.
+``read_stream`` start after their starting point, so a checkpoint is passed back as it is.
 """
 
 from __future__ import annotations
@@ -240,7 +239,7 @@ class EventStore(ABC):
             parts, meta = self._encode_appends(appends, metadata, keys)
             writes = self._key_writes(created, forgotten)
             kept = self._read_keys
-            destroyed = -1 if kept is None else kept.destroyed
+            destroyed = kept.destroyed if kept else -1
             try:
                 results = await self._append_encoded(parts, meta, _then(within, writes))
             except KeyConflict:
@@ -248,7 +247,7 @@ class EventStore(ABC):
                     raise
                 continue
             self._seal_keys.remember(created)
-            if kept is not None:
+            if kept:  # a backend whose reads keep keys: kept for them too
                 kept.made(created, destroyed)
             if forgotten:
                 self._seal_keys.drop(forgotten)
@@ -280,8 +279,7 @@ class EventStore(ABC):
         database for the others (raising :class:`SubjectForgotten` for a forgotten one).
 
         A key that another process destroys meanwhile may still seal a late append here
-        from the cache, which nobody can open again: the store's reads always ask the
-        database, never this cache."""
+        from the cache, which nobody can open again (no read opens with a destroyed key)."""
         keys = self._seal_keys.known(subjects)
         missing = [s for s in subjects if s not in keys]
         if missing and look_up:
@@ -294,17 +292,15 @@ class EventStore(ABC):
         return keys
 
     _read_keys: _sealing.ReadKeys | None = None
-    """Set by a backend whose reads keep the keys they found (SQLite): the keys its
-    appends make are kept there too (see :class:`cqrskit._sealing.ReadKeys`)."""
+    """Where a backend's reads keep keys (SQLite), its appends' new keys too."""
 
     @functools.cached_property
     def _seal_keys(self) -> _sealing.SealKeys:
         return _sealing.SealKeys()
 
     async def _scrub(self) -> None:
-        """After an append that forgot someone: clear what the database files still hold
-        of the old rows, where the backend can (SQLite truncates its WAL; see
-        ``docs/personal-data.md`` for PostgreSQL)."""
+        """After an append that forgot someone: clear what the files still hold of the old
+        rows, where the backend can (SQLite; docs/personal-data.md says why not PostgreSQL)."""
         return  # nothing to clear here: the backends that can, override it
 
     @abstractmethod

@@ -174,7 +174,9 @@ async def test_damaged_pages_in_write_db_stop_the_projection_with_the_cause(
 ) -> None:
     await follow(tmp_path, appended=3000, seed=14)
     (tmp_path / "read.db").unlink()  # replay from 0: reads every page of the log
-    scribble(tmp_path / "write.db", 4096 * 8, 4096 * 4)
+    # Pages of the events and their indexes (the first dozen hold the schema and the small
+    # tables that opening reads: damage there fails the open itself, with the same cause).
+    scribble(tmp_path / "write.db", 4096 * 16, 4096 * 4)
     store = await SqliteEventStore.open(tmp_path / "write.db", counters_codec())
     db = SqliteDatabase(tmp_path / "read.db")
     try:

@@ -78,6 +78,7 @@ _SELECT_STREAM = (
 snapshot: the keys of its sealed events then come from :class:`ReadKeys` without another
 query while that count stays (a command loads its aggregate's stream, then appends)."""
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
+_KeysOf = Callable[[Collection[str]], dict[str, bytes | None]]
 _STREAM_VERSION = STREAM_VERSION
 
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -232,17 +233,14 @@ class SqliteEventStore(EventStore):
         return _keys.lookup_keys(SqliteTx(self._reader()), subjects)
 
     def _kept_keys_sync(self, subjects: Collection[str]) -> dict[str, bytes | None]:
-        """For a batch of the log: the keys kept while the count of destroyed keys (read
-        first) stays, and the others looked up. (A stream's rows hold the count:
-        :meth:`_stream_opened`.)"""
-        conn = self._reader()
+        """For a batch of the log: keys kept while the count of destroyed keys, read first,
+        stays (``ReadKeys``). A stream's rows hold that count: :meth:`_stream_opened`."""
+        return self._kept(_keys.destroyed(self._reader()), self._lookup_keys_sync)(subjects)
+
+    def _kept(self, destroyed: int, lookup: _KeysOf) -> _KeysOf:
         kept = self._read_keys
         assert kept is not None  # set by _setup, before any read
-        return kept.lookup(
-            subjects,
-            _keys.destroyed(conn),
-            lambda missing: _keys.lookup_keys(SqliteTx(conn), missing),
-        )
+        return lambda subjects: kept.lookup(subjects, destroyed, lookup)
 
     def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
         return _keys.key_writes(created, forgotten)
@@ -284,20 +282,11 @@ class SqliteEventStore(EventStore):
         rows = self._reader().execute(_SELECT_STREAM, (stream_id, from_version)).fetchall()
         return self._stream_opened(rows, self._lookup_keys_sync)
 
-    def _stream_opened(
-        self,
-        rows: list[tuple[Any, ...]],
-        lookup: Callable[[Collection[str]], dict[str, bytes | None]],
-    ) -> list[RecordedEvent]:
+    def _stream_opened(self, rows: list[tuple[Any, ...]], lookup: _KeysOf) -> list[RecordedEvent]:
         """The records of ``_SELECT_STREAM``'s rows, opened with the keys kept while the
         count the rows hold stays, and ``lookup`` (on the read's connection) for others."""
         records = [RecordedEvent(*row[:9]) for row in rows]
-        if not rows:
-            return records
-        destroyed = int(rows[0][9])
-        kept = self._read_keys
-        assert kept is not None  # set by _setup, before any read
-        return self._opened(records, lambda subjects: kept.lookup(subjects, destroyed, lookup))
+        return self._opened(records, self._kept(int(rows[0][9]), lookup)) if rows else records
 
     def _scalar_sync(self, sql: str, params: Sequence[Any]) -> Any:
         row = self._reader().execute(sql, params).fetchone()
