@@ -1,14 +1,9 @@
-"""One projection inside a runner: its state, its batch transaction, retries and failover.
+"""One projection inside a runner: its state, retries, parking and failover. Its batch
+transaction, where exactly-once comes from, is :mod:`cqrskit._batch`'s.
 
-The batch transaction (:meth:`Worker._commit`) is where exactly-once comes from: the
-stored checkpoint is row-locked and compared with the one the batch was read from, then
-the handlers run and the checkpoint moves, all in ONE write transaction of the read
-database. A batch read by a runner whose checkpoint another runner (or a rebuild's swap,
-in any process) moved meanwhile is discarded, never applied twice.
-
-A projection that parks (``on_failure = "park"``, see :mod:`cqrskit._parking`) parks the
-events of held streams in that same transaction, and parks an event that keeps failing in
-a transaction of its own that also moves the checkpoint past it.
+A projection that parks (``on_failure = "park"``, see :mod:`cqrskit._parking`) parks an
+event that keeps failing in a transaction of its own that also moves the checkpoint past
+it.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from ._applier import Applier, HandlerFailed
+from ._batch import commit_batch, deferred_failure
 from ._lineage import divergence
 from ._parking import Parking, error_of, trace
 from .backoff import RetryPolicy, backoff_delays
@@ -35,7 +31,11 @@ from .checkpoints import (
     reset_position,
     write_position,
 )
-from .errors import DamagedDatabase, ProjectionError, StoreClosed
+from .errors import (
+    DamagedDatabase,
+    ProjectionError,
+    StoreClosed,
+)
 from .eventstore import EventStore
 from .messages import RecordedEvent
 from .monitoring import RateMeter
@@ -43,17 +43,11 @@ from .projection import Projection
 from .readside import ReadDatabase, create_schema, owned_tables
 from .sql import SqlTx
 
-__all__ = ["ACTIVE", "PIPELINE_MIN_EVENTS", "Outcome", "Worker"]
+__all__ = ["ACTIVE", "Outcome", "Worker"]
 
 log = logging.getLogger("cqrskit.runner")
 
 ACTIVE = frozenset({"running", "catching_up"})
-
-PIPELINE_MIN_EVENTS = 4
-"""Smallest batch sent in pipeline mode (for projections that allow it). Entering and
-leaving psycopg's pipeline mode costs more than the few round trips it saves on a batch
-of one event (measured on PostgreSQL 15 here: a one-event batch commits ~150 µs sooner
-unpipelined; at ten events pipelining wins by ~20%). Live batches are mostly that small."""
 
 Outcome = Literal["applied", "moved", "failed", "retry"]
 
@@ -139,17 +133,28 @@ class Worker:
         delays = self._retry.delays()
         loop = asyncio.get_running_loop()
         signal = None if go is None else functools.partial(loop.call_soon_threadsafe, go.set)
-        pipelined = self.projection.pipelined and len(events) >= PIPELINE_MIN_EVENTS
+        # Deferred on PostgreSQL: a short batch commits in one round trip (PgTx).
+        pipelined = self.projection.pipelined
+        deferred = False  # did the database defer the batch's statements (see _batch)?
         while True:
-            commit = functools.partial(
-                self._commit,
+            batch = functools.partial(
+                commit_batch,
+                name=self.name,
+                checkpoint=self.checkpoint,
+                applier=self.applier,
+                parking=self.parking,
                 events=events,
                 state=state,
                 now=self._clock(),
                 rate=self.meter.rate(),
-                pipelined=pipelined,
                 go=signal,
             )
+
+            def commit(tx: SqlTx, batch: Callable[[SqlTx], int | None] = batch) -> int | None:
+                nonlocal deferred
+                deferred = tx.deferred
+                return batch(tx)
+
             tries += 1
             try:
                 moved = await self._db.write(commit, pipeline=pipelined)
@@ -163,18 +168,27 @@ class Worker:
                 cause = f"{exc}: restart to set it aside and rebuild the read side"
                 await self.fail(error_of(self.name, events[0], cause, tries))
                 return "failed"
-            except Exception:
-                # The database failed, not a handler: no event is to blame, so no error
-                # state. Back off and read the batch again: the database may come back.
-                pause = next(self.pause)
-                log.warning(
-                    "projection %s: the read database failed, retrying in %.3fs",
-                    self.name,
-                    pause,
-                    exc_info=True,
+            except Exception as exc:
+                found = (
+                    await deferred_failure(self._db, self.name, self.checkpoint, exc)
+                    if deferred
+                    else None
                 )
-                await self._sleep(pause)
-                return "retry"
+                if isinstance(found, int):
+                    return self._committed(events, found)
+                if found is None:
+                    # The database failed, not a handler: no event is to blame, so no
+                    # error state. Back off and read the batch again: it may come back.
+                    pause = next(self.pause)
+                    log.warning(
+                        "projection %s: the read database failed, retrying in %.3fs",
+                        self.name,
+                        pause,
+                        exc_info=True,
+                    )
+                    await self._sleep(pause)
+                    return "retry"
+                failure = found
             else:
                 return self._committed(events, moved)
             delay = next(delays, None)
@@ -272,49 +286,6 @@ class Worker:
         )
         self.moved_to(moved)
         return "moved"
-
-    def _commit(
-        self,
-        tx: SqlTx,
-        events: Sequence[RecordedEvent],
-        state: str,
-        now: float,
-        rate: float,
-        pipelined: bool,
-        go: Callable[[], object] | None,
-    ) -> int | None:
-        """The batch transaction; returns None when applied, else the moved checkpoint."""
-        # Compare-and-set of the checkpoint inside the batch's own write transaction: if
-        # anyone else committed since this batch was read, its changes are already in and
-        # applying it again would count them twice.
-        stored = lock_position(tx, self.name)  # row-locked: see checkpoints.lock_position
-        if stored != self.checkpoint:
-            return stored
-        parking = self.parking
-        if parking is not None and parking.held:
-            # Events of held streams wait behind their stream's parked event, in order;
-            # parked here, they are processed as far as the checkpoint goes.
-            ready, held = Parking.split(events, parking.held)
-            self.applier.apply(tx, ready, pipelined=pipelined)
-            if held:
-                parking.park_held(tx, held, now)
-                add_parked(tx, self.name, len(held))
-        else:
-            self.applier.apply(tx, events, pipelined=pipelined)
-        # Skipped events move the checkpoint too: they are processed (by doing nothing).
-        last = events[-1]
-        write_position(tx, self.name, last.position, state, now, rate, last.event_id)
-        # Pipelined, the handlers' statements and the checkpoint's go in one round trip
-        # and an error surfaces here, after the statement that caused it: blame no
-        # event, so the batch is bisected down to the one that fails alone.
-        self.applier.flush(tx)
-        if go is not None:
-            # Handlers done: let the next batch be read while this one commits (the
-            # commit waits on the disk without the GIL, so the read costs the writer
-            # nothing). Reading it any earlier, beside the handlers, slows them down
-            # more than it saves: both threads contend for the GIL.
-            go()
-        return None
 
     # -- the projection's row -------------------------------------------------------------------
 

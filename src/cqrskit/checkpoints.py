@@ -34,6 +34,7 @@ __all__ = [
     "CheckpointRow",
     "ProjectionFailure",
     "add_parked",
+    "advance_position",
     "clear_error",
     "complete_rebuild",
     "ensure_table",
@@ -219,6 +220,35 @@ def write_position(
         " state = excluded.state, error = NULL, updated_at = excluded.updated_at,"
         " events_per_second = excluded.events_per_second, event_id = excluded.event_id",
         (name, position, state, now, events_per_second, event_id),
+    )
+
+
+def advance_position(
+    tx: SqlTx,
+    name: str,
+    expected: int,
+    position: int,
+    state: str,
+    now: float,
+    events_per_second: float,
+    event_id: str | None = None,
+) -> None:
+    """Move the checkpoint from ``expected`` to ``position`` as :func:`write_position`
+    does, or fail the transaction when it is no longer at ``expected``: for a deferred
+    batch (PostgreSQL), whose statements go out without waiting for any answer, so it
+    cannot look first as :func:`lock_position` does. The row must exist (a projection's
+    first batch, from 0, takes :func:`lock_position`'s way, which makes it).
+
+    How: the UPDATE changes the row only where it still holds ``expected``; in READ
+    COMMITTED a row that another transaction holds is waited for, then its committed
+    version is checked. Changing no row, ``1 / count(*)`` divides by zero: the transaction
+    fails, and with it the batch's changes. The caller reads the checkpoint after a
+    failure to tell that from a failing handler."""
+    tx.execute(
+        f"WITH moved AS (UPDATE {CHECKPOINT_TABLE} SET position = ?, state = ?, error = NULL,"
+        " updated_at = ?, events_per_second = ?, event_id = ? WHERE name = ? AND position = ?"
+        " RETURNING 1) SELECT 1 / count(*) FROM moved",
+        (position, state, now, events_per_second, event_id, name, expected),
     )
 
 

@@ -30,6 +30,13 @@ class SqlTx(Protocol):
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
+    @property
+    def deferred(self) -> bool:
+        """Are statements sent without waiting for their answers (a pipelined PostgreSQL
+        transaction)? Then a row count or an error arrives only at :meth:`flush` or at the
+        commit."""
+        ...
+
     def flush(self) -> None:
         """Make sure every statement sent so far has run; a deferred error raises here.
 

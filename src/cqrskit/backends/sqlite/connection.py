@@ -167,6 +167,10 @@ class SqliteTx:
         row: Row | None = self.conn.execute(sql, params).fetchone()
         return row
 
+    @property
+    def deferred(self) -> bool:
+        return False
+
     def flush(self) -> None:
         """Statements run one by one on SQLite: nothing is ever pending."""
 
