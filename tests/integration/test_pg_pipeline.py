@@ -21,15 +21,11 @@ from tests.integration._projection_child import (
     read_counts,
     replay,
 )
-from tests.integration.test_pg_readside import PgCounters, logged_counts
+from tests.integration.test_pg_readside import PipelinedCounters
 
 pytestmark = pytest.mark.postgres
 
 FAST = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.01)
-
-
-class PipelinedCounters(PgCounters):
-    pipelined = True
 
 
 class PoisonedCounters(PipelinedCounters):
@@ -104,26 +100,3 @@ async def test_a_pipelined_rebuild_names_the_failing_event(
     with pytest.raises(ProjectionError) as caught:
         await rebuild(store, db, PoisonedCounters(), batch_size=100)
     assert (caught.value.position, caught.value.event_type) == (6, "Incremented")
-
-
-async def test_two_runners_racing_with_pipelined_batches_apply_each_once(
-    store: PostgresEventStore, db: PostgresDatabase, pg_url_pair: tuple[str, str]
-) -> None:
-    """Pipelined, the checkpoint's compare-and-set comes last in the batch
-    (checkpoints.advance_position): the loser's whole batch rolls back, and it reads the
-    moved checkpoint instead of blaming a handler."""
-    other_db = PostgresDatabase(pg_url_pair[1])
-    other_store = await PostgresEventStore.open(pg_url_pair[0], counters_codec())
-    try:
-        first = ProjectionRunner(store, db, [PipelinedCounters()], batch_size=7)
-        second = ProjectionRunner(other_store, other_db, [PipelinedCounters()], batch_size=7)
-        async with first, second:
-            head = await append_all(store, random_events(2_000, seed=9), chunk=3)
-            await first.wait_for("counters", head, timeout=30)
-            await second.wait_for("counters", head, timeout=30)
-            assert first.error("counters") is None
-            assert second.error("counters") is None
-    finally:
-        await other_store.close()
-        await other_db.close()
-    assert await read_counts(db) == await logged_counts(store)
