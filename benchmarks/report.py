@@ -134,17 +134,18 @@ def print_table(document: Mapping[str, Any], console: Console | None = None) -> 
         console.print(_table(title, WORKERS_HEADERS, scaling))
 
 
-def _markdown(headers: list[str], body: list[list[str]]) -> list[str]:
+def markdown_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines (the benchmark reports' and ``scale_report``'s)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return lines + ["| " + " | ".join(row) + " |" for row in body]
 
 
 def markdown(document: Mapping[str, Any]) -> str:
     """The main table; then, when the run measured both, 2 workers against 1."""
-    lines = _markdown(HEADERS, rows(document))
+    lines = markdown_table(HEADERS, rows(document))
     scaling = workers_rows(document)
     if scaling:
-        lines += ["", *_markdown(WORKERS_HEADERS, scaling)]
+        lines += ["", *markdown_table(WORKERS_HEADERS, scaling)]
     return "\n".join(lines)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .report import markdown_table
+
 DEFAULT_RESULTS = Path(__file__).parent / "results" / "scale.json"
 
 UNITS: dict[str, str] = {
@@ -136,14 +138,9 @@ def targets(document: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _markdown(headers: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return lines + ["| " + " | ".join(row) + " |" for row in body]
-
-
 def markdown(document: Mapping[str, Any]) -> str:
-    lines = _markdown(*figure_rows(document))
-    lines += ["", *_markdown(*ratio_rows(document))]
+    lines = markdown_table(*figure_rows(document))
+    lines += ["", *markdown_table(*ratio_rows(document))]
     lines += ["", *(f"- {line}" for line in targets(document))]
     return "\n".join(lines)
 
