@@ -77,7 +77,7 @@ class Cipher:
         sealed: bytes = self._aead.encrypt(nonce, plaintext, associated)
         return nonce + sealed
 
-    def open(self, token: bytes | str, associated: bytes) -> bytes | None:
+    def open(self, token: bytes, associated: bytes) -> bytes | None:
         """The plaintext; None when the token does not open (damaged, or sealed elsewhere)."""
         try:
             raw = binascii.a2b_base64(token, strict_mode=True)

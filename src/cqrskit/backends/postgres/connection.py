@@ -199,7 +199,7 @@ class PgTx:
         self._cursor: psycopg.Cursor[Any] | None = None
         self._batch: list[str] | None = [] if deferred else None
         """Statements not sent yet, bound (a deferred transaction's first :data:`BATCH`)."""
-        self._client: psycopg.ClientCursor[Any] | None = None
+        self._client = psycopg.ClientCursor(conn) if deferred else None
         self._pipe: contextlib.AbstractContextManager[psycopg.Pipeline] | None = None
         self._pipeline: psycopg.Pipeline | None = None
 
@@ -243,8 +243,7 @@ class PgTx:
 
     def _send_batch(self) -> None:
         assert self._batch is not None
-        if self._client is None:
-            self._client = psycopg.ClientCursor(self.conn)
+        assert self._client is not None
         statements, self._batch = self._batch, []
         self._client.execute("; ".join(statements))
 
@@ -261,8 +260,7 @@ class PgTx:
         try:
             batch = self._batch
             if batch is not None:
-                if self._client is None:
-                    self._client = psycopg.ClientCursor(self.conn)
+                assert self._client is not None  # made with the batch
                 batch.append(self._client.mogrify(translate_placeholders(sql), tuple(params)))
                 if len(batch) > self.BATCH:
                     self._to_pipeline()
