@@ -437,11 +437,16 @@ _HANDLER = {
 }
 
 
+async def registered_users(scenario: ProjectionScenario, *user_ids: str) -> None:
+    """Each user registered, on their own stream (a forget then finds their key)."""
+    for user_id in user_ids:
+        await scenario.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+
+
 async def test_forgetting_drops_the_user_and_uncounts_their_follows(
     profiles: ProjectionScenario,
 ) -> None:
-    for user_id in ("ann", "bob", "cid"):
-        await profiles.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+    await registered_users(profiles, "ann", "bob", "cid")
     await profiles.given(
         UserFollowed("ann", "bob", NOW), UserFollowed("cid", "ann", NOW),
         UserFollowed("cid", "bob", NOW), UserFollowed("bob", "ann", NOW),
@@ -460,8 +465,7 @@ async def test_forgetting_drops_the_user_and_uncounts_their_follows(
 
 
 async def test_forgetting_drops_the_author_and_their_posts(posts: ProjectionScenario) -> None:
-    for user_id in ("ann", "bob"):
-        await posts.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+    await registered_users(posts, "ann", "bob")
     await posts.given(PostCreated("p1", "ann", "a", NOW), PostCreated("p2", "bob", "b", NOW))
     await posts.given(UserForgotten("ann", NOW), stream=User.stream_id("ann"))
     await posts.then_rows("SELECT id FROM post_authors", ("bob",))
@@ -471,8 +475,7 @@ async def test_forgetting_drops_the_author_and_their_posts(posts: ProjectionScen
 async def test_forgetting_drops_the_user_from_every_follow_list(
     follows: ProjectionScenario,
 ) -> None:
-    for user_id in ("ann", "bob", "cid"):
-        await follows.given(registered(user_id, f"{user_id}@x.io"), stream=User.stream_id(user_id))
+    await registered_users(follows, "ann", "bob", "cid")
     await follows.given(
         UserFollowed("ann", "bob", NOW), UserFollowed("cid", "ann", NOW),
         UserFollowed("cid", "bob", NOW),
