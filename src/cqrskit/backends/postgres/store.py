@@ -63,9 +63,11 @@ fallback (``poll_interval``) for hints lost to a crash between commit and notify
 stay the truth: a wake that names a commit the waiter had not seen yet ends the wait
 without a look (the waiter's next read is that look); any other wake is checked.
 
-Why this module is long: the proof above constrains every line of the code below it, and
-belongs beside it. (The personal-data part is a few delegating lines: its SQL is in
-:mod:`.keys`, its logic in :class:`~cqrskit.EventStore`.)
+Why this module is long: this docstring is 70 of its lines, the proof that constrains the
+reads, the appends and the waiting below it, and it belongs beside them; the SQL already
+lives in :mod:`._append` (appends), :mod:`.keys` (personal data) and migration 0004 (the
+log read), and the waiting's threads in :mod:`._notify`. The class left is one method per
+port operation, each a few lines.
 
 **Connections.** At most ``pool_max + 2``: the pool's, the notifier's (from the first
 append), the listener's (from the first wait). A full pool: see :mod:`.connection`.
