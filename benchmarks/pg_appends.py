@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from cqrskit import Codec, Event, new_id
+from cqrskit import Codec, Event
 from cqrskit.backends.postgres import PostgresEventStore
 from cqrskit.backends.postgres._append import APPEND, Appender, append_params
 
@@ -50,13 +50,12 @@ class TableLockAppender(Appender):
         self,
         stream_id: str,
         wanted: int | None,
+        ids: list[str],
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
     ) -> list[tuple[Any, ...]]:
-        params = append_params(
-            stream_id, wanted, [new_id() for _ in encoded], meta=meta, encoded=encoded
-        )
+        params = append_params(stream_id, wanted, ids, meta=meta, encoded=encoded)
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("LOCK TABLE cqrskit_events IN EXCLUSIVE MODE")
             return sorted(conn.execute(APPEND, params).fetchall(), key=lambda r: int(r[1]))

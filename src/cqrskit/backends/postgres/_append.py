@@ -105,15 +105,17 @@ class Appender:
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
-    ) -> AppendResult:
+    ) -> tuple[AppendResult, list[RecordedEvent]]:
+        """The append's result and its events as stored (committed when this returns)."""
         wanted: int | None = None  # ANY
         if isinstance(expected, int):
             wanted = expected
         elif expected is NO_STREAM:
             wanted = 0
+        ids = [new_id() for _ in encoded]
         for attempt in range(_ANY_RETRIES + 1):
             try:
-                rows = self._try_append(stream_id, wanted, encoded, meta, events)
+                rows = self._try_append(stream_id, wanted, ids, encoded, meta, events)
             except UniqueViolation as exc:
                 if exc.constraint != _STREAM_KEY:
                     raise
@@ -122,8 +124,9 @@ class Appender:
                     continue
                 rows = []
             if rows:
-                last = rows[-1]
-                return AppendResult(int(last[0]), int(last[1]))
+                records = _records(stream_id, ids, encoded, meta, rows)
+                last = records[-1]
+                return AppendResult(last.position, last.stream_version), records
             actual = self.stream_version(stream_id)
             if actual != wanted or attempt == _ANY_RETRIES:
                 raise ConcurrencyError(stream_id, expected, actual)
@@ -135,12 +138,13 @@ class Appender:
         self,
         stream_id: str,
         wanted: int | None,
+        ids: list[str],
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
     ) -> list[tuple[Any, ...]]:
-        """The appended rows in version order; none when the stream is not at ``wanted``."""
-        ids = [new_id() for _ in encoded]
+        """The appended rows (position, version, recorded_at) in version order; none when
+        the stream is not at ``wanted``."""
         statement, params = append_statement(stream_id, wanted, ids, encoded, meta)
         with self._pool.connection() as conn:
             try:
@@ -150,7 +154,8 @@ class Appender:
                 with conn.transaction():
                     rows = sorted(conn.execute(statement, params).fetchall(), key=_by_version)
                     if rows:
-                        self._run_inline(conn, stream_id, ids, encoded, meta, rows, events)
+                        records = _records(stream_id, ids, encoded, meta, rows)
+                        self._run_inline(conn, records, events)
                     return rows
             except (psycopg.errors.IntegrityError, IntegrityError):
                 # A conflict (the stream's version taken, an inline handler's constraint)
@@ -161,23 +166,8 @@ class Appender:
                 raise
 
     def _run_inline(
-        self,
-        conn: psycopg.Connection[Any],
-        stream_id: str,
-        ids: list[str],
-        encoded: list[tuple[str, int, bytes]],
-        meta: bytes,
-        rows: list[tuple[Any, ...]],
-        events: Sequence[Event],
+        self, conn: psycopg.Connection[Any], records: list[RecordedEvent], events: Sequence[Event]
     ) -> None:
-        records = [
-            RecordedEvent(
-                int(position), stream_id, int(version), event_id, name, schema, payload, meta, at
-            )
-            for (position, version, at), event_id, (name, schema, payload) in zip(
-                rows, ids, encoded, strict=True
-            )
-        ]
         tx = PgTx(conn)
         for handler in self._inline_handlers:
             handler(tx, records, events)
@@ -187,9 +177,9 @@ class Appender:
     def append_streams(
         self, parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]], meta: bytes,
         within: Within | None,
-    ) -> list[AppendResult]:  # fmt: skip
+    ) -> tuple[list[AppendResult], list[RecordedEvent]]:  # fmt: skip
         """See :meth:`~cqrskit.EventStore.append_streams`; retried like :meth:`append` when
-        only streams appended with ``ANY`` lost a race."""
+        only streams appended with ``ANY`` lost a race. With the events as stored."""
         for attempt in range(_ANY_RETRIES + 1):
             try:
                 return self._try_append_streams(parts, meta, within)
@@ -208,24 +198,25 @@ class Appender:
     def _try_append_streams(
         self, parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]], meta: bytes,
         within: Within | None,
-    ) -> list[AppendResult]:  # fmt: skip
+    ) -> tuple[list[AppendResult], list[RecordedEvent]]:  # fmt: skip
         with self._pool.connection() as conn:
             try:
                 # Pipelined: BEGIN travels with the first statement, and what ``within``
                 # writes (it needs no answer: an idempotency key) with the COMMIT. One
                 # stream, the common case, is then two round trips: BEGIN and the append
                 # statement (its rows are needed), then within's statements and COMMIT.
+                records: list[RecordedEvent] = []
                 with contextlib.ExitStack() as stack:
                     if self._pipeline:
                         stack.enter_context(conn.pipeline())
                     stack.enter_context(conn.transaction())
                     if len(parts) == 1:
-                        results = [self._insert_one(conn, *parts[0], meta)]
+                        results = [self._insert_one(conn, *parts[0], meta, records)]
                     else:
-                        results = self._insert_streams(conn, parts, meta) if parts else []
+                        results = self._insert_streams(conn, parts, meta, records) if parts else []
                     if within is not None:
                         within(PgTx(conn), results)
-                return results
+                return results, records
             except (psycopg.errors.IntegrityError, IntegrityError, ConcurrencyError):
                 raise  # after the allocation returned (its lock released), or before it
             except BaseException:
@@ -238,9 +229,10 @@ class Appender:
         append: StreamAppend,
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
+        records: list[RecordedEvent],
     ) -> AppendResult:
         """One stream's append with the single APPEND statement (version check, allocation
-        and insert), inside the caller's transaction."""
+        and insert), inside the caller's transaction; its events go to ``records``."""
         expected = append.expected_version
         wanted = expected if isinstance(expected, int) else (0 if expected is NO_STREAM else None)
         ids = [new_id() for _ in encoded]
@@ -250,16 +242,19 @@ class Appender:
             found = conn.execute(_VERSION, (append.stream_id,)).fetchone()
             actual = 0 if found is None else int(found[0])
             raise ConcurrencyError(append.stream_id, expected, actual)
+        appended = _records(append.stream_id, ids, encoded, meta, rows)
         if self._inline_handlers:
-            self._run_inline(conn, append.stream_id, ids, encoded, meta, rows, append.events)
-        last = rows[-1]
-        return AppendResult(int(last[0]), int(last[1]))
+            self._run_inline(conn, appended, append.events)
+        records += appended
+        last = appended[-1]
+        return AppendResult(last.position, last.stream_version)
 
     def _insert_streams(
         self,
         conn: psycopg.Connection[Any],
         parts: list[tuple[StreamAppend, list[tuple[str, int, bytes]]]],
         meta: bytes,
+        records: list[RecordedEvent],
     ) -> list[AppendResult]:
         # The versions are read first (reads give the transaction no id), checked, and only
         # then are positions allocated: as the allocation must, it is the transaction's
@@ -298,16 +293,16 @@ class Appender:
         for (append, ids, version), (_, encoded) in zip(planned, parts, strict=True):
             n = len(encoded)
             first = columns["positions"][offset]
-            if self._inline_handlers:
-                records = [
-                    RecordedEvent(
-                        first + i, append.stream_id, version + i + 1, ids[i], name, schema,
-                        payload, meta, recorded[first + i],
-                    )
-                    for i, (name, schema, payload) in enumerate(encoded)
-                ]  # fmt: skip
-                for handler in self._inline_handlers:
-                    handler(tx, records, append.events)
+            appended = [
+                RecordedEvent(
+                    first + i, append.stream_id, version + i + 1, ids[i], name, schema,
+                    payload, meta, recorded[first + i],
+                )
+                for i, (name, schema, payload) in enumerate(encoded)
+            ]  # fmt: skip
+            for handler in self._inline_handlers:
+                handler(tx, appended, append.events)
+            records += appended
             results.append(AppendResult(first + n - 1, version + n))
             offset += n
         return results
@@ -372,6 +367,24 @@ def append_params(
 
 def _by_version(row: tuple[Any, ...]) -> int:
     return int(row[1])
+
+
+def _records(
+    stream_id: str,
+    ids: list[str],
+    encoded: list[tuple[str, int, bytes]],
+    meta: bytes,
+    rows: list[tuple[Any, ...]],
+) -> list[RecordedEvent]:
+    """The envelopes of one stream's appended ``rows`` (position, version, recorded_at, in
+    version order), as a log read gives them."""
+    return [
+        RecordedEvent(int(position), stream_id, int(version), event_id, name, schema, payload,
+                      meta, at)
+        for (position, version, at), event_id, (name, schema, payload) in zip(
+            rows, ids, encoded, strict=True
+        )
+    ]  # fmt: skip
 
 
 def _release_allocation_lock(conn: psycopg.Connection[Any]) -> None:

@@ -106,6 +106,7 @@ from . import keys as _keys
 from ._append import Appender
 from ._notify import Listener, Notifier
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
+from ._tail import Tail
 from .connection import PgTx
 from .migrate import LOCK_KEY, apply_on
 
@@ -179,6 +180,7 @@ class PostgresEventStore(EventStore):
         self._closed = False
         self._lock = threading.Lock()
         self._waiters = Waiters()
+        self._tail = Tail()
         self._known = 0
         """The highest position known to be committed: by an append of this process, or
         named by a notification. It may not be readable yet (see the module docstring)."""
@@ -254,9 +256,10 @@ class PostgresEventStore(EventStore):
             return (await self.append_streams(appended, metadata))[0]
         encoded, meta = prepared
         events = tuple(events)
-        result = await self._run(
+        result, records = await self._run(
             lambda: self._appender.append(stream_id, expected_version, encoded, meta, events)
         )
+        self._tail.add(records)
         self._committed(result.position)
         self._notifier.poke(result.position)
         return result
@@ -268,11 +271,14 @@ class PostgresEventStore(EventStore):
         within: Within | None,
     ) -> list[AppendResult]:
         try:
-            results = await self._run(lambda: self._appender.append_streams(parts, meta, within))
+            results, records = await self._run(
+                lambda: self._appender.append_streams(parts, meta, within)
+            )
         except UniqueViolation as exc:
             if exc.constraint == _keys.KEY_CONSTRAINT:  # a first key made meanwhile
                 raise KeyConflict() from exc
             raise
+        self._tail.add(records)
         if results:
             last = max(r.position for r in results)
             self._committed(last)
@@ -332,6 +338,10 @@ class PostgresEventStore(EventStore):
     async def read_all(
         self, from_position: int = 0, limit: int = 1000, *, sealed: bool = False
     ) -> list[RecordedEvent]:
+        self._check_open()
+        kept = self._tail.read(from_position, limit, self._known)  # a live reader: see ._tail
+        if kept is not None:
+            return kept
         # The envelopes are built on the pool's thread, not on the event loop.
         return await self._run(lambda: self._read_all_sync(from_position, limit, sealed))
 
