@@ -26,6 +26,7 @@ from cqrskit import (
     handles,
 )
 from cqrskit.backends.postgres import PostgresEventStore
+from cqrskit.backends.postgres._notify import CHANNEL, LISTENING, RECHECK
 from cqrskit.backends.postgres.connection import translate_placeholders
 from cqrskit.backends.postgres.migrate import apply, migrations
 from tests.contracts.eventstore import EventStoreContract
@@ -232,6 +233,37 @@ async def test_wait_wakes_on_an_append_from_another_store(
         assert await asyncio.wait_for(waiter, 5)
     finally:
         await other.close()
+
+
+@postgres
+async def test_appends_notify_only_while_a_listener_listens(
+    store: PostgresEventStore, pg_url: str
+) -> None:
+    """A notification costs a transaction: none is sent while no store listens. A raw
+    LISTEN (no listener's lock) overhears what is sent."""
+    with psycopg.connect(pg_url, autocommit=True) as overhearing:
+        overhearing.execute(f"LISTEN {CHANNEL}")
+        for stream in ("a", "b"):
+            await store.append(stream, [Registered(stream, f"{stream}@x.org")])
+            await asyncio.sleep(2 * RECHECK)  # past a look for listeners
+        assert [n.payload for n in overhearing.notifies(timeout=0.3)] == []
+        other = await PostgresEventStore.open(pg_url, store.codec, poll_interval=60)
+        try:
+            waiter = asyncio.create_task(other.wait_for_new_events(2, timeout=30))
+            held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            held += " AND classid = %s AND objid = %s AND objsubid = 2 AND mode = 'ShareLock'"
+            for _ in range(500):
+                row = overhearing.execute(held, LISTENING).fetchone()
+                if row == (1,):
+                    break
+                await asyncio.sleep(0.01)
+            assert row == (1,), "the listener holds its lock"
+            await asyncio.sleep(2 * RECHECK)  # the notifier looks again at the next append
+            await store.append("c", [Registered("c", "c@x.org")])
+            assert await asyncio.wait_for(waiter, 5)
+            assert [n.payload for n in overhearing.notifies(timeout=1, stop_after=1)] == ["3"]
+        finally:
+            await other.close()
 
 
 @postgres

@@ -57,7 +57,8 @@ this database or another, do not delay readers. Each log read reads ``pg_locks``
 is held until the commit is flushed, which would make notifying appends commit one at a
 time again. So appends do not notify in their transaction: after a commit, a notifier
 thread sends one ``pg_notify('cqrskit_events', position)`` per burst of commits (the
-highest position committed), from its own connection. Subscribers in this process are
+highest position committed), from its own connection, while another process listens
+(:mod:`._notify`). Subscribers in this process are
 woken directly at commit; other processes LISTEN on a dedicated connection, with a poll
 fallback (``poll_interval``) for hints lost to a crash between commit and notify. Reads
 stay the truth: a wake that names a commit the waiter had not seen yet ends the wait
