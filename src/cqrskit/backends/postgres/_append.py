@@ -370,21 +370,15 @@ def _by_version(row: tuple[Any, ...]) -> int:
 
 
 def _records(
-    stream_id: str,
-    ids: list[str],
-    encoded: list[tuple[str, int, bytes]],
-    meta: bytes,
+    stream_id: str, ids: list[str], encoded: list[tuple[str, int, bytes]], meta: bytes,
     rows: list[tuple[Any, ...]],
-) -> list[RecordedEvent]:
+) -> list[RecordedEvent]:  # fmt: skip
     """The envelopes of one stream's appended ``rows`` (position, version, recorded_at, in
     version order), as a log read gives them."""
     return [
-        RecordedEvent(int(position), stream_id, int(version), event_id, name, schema, payload,
-                      meta, at)
-        for (position, version, at), event_id, (name, schema, payload) in zip(
-            rows, ids, encoded, strict=True
-        )
-    ]  # fmt: skip
+        RecordedEvent(int(p), stream_id, int(v), event_id, name, schema, payload, meta, at)
+        for (p, v, at), event_id, (name, schema, payload) in zip(rows, ids, encoded, strict=True)
+    ]
 
 
 def _release_allocation_lock(conn: psycopg.Connection[Any]) -> None:

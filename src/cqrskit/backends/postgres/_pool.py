@@ -208,14 +208,20 @@ class PgPool:
         if self._closed:
             raise StoreClosed(f"{self.name} is closed")
         call = _Call(time.monotonic())
+        future: asyncio.Future[T]
+        future, waits = self._workers.submit(self._start, fn, call)
         task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cancel at the deadline
-            return await self._workers.run(self._start, fn, call)
+            return await future
         cancelling = task.cancelling()
-        loop = asyncio.get_running_loop()
-        call.expiry = loop.call_later(self.timeout, self._expire, call, task)
+        if waits:
+            # Queued behind busy threads: abandoned at the deadline. A call a free thread
+            # took has its wait for a connection bounded there; a timer per call cost a
+            # command more than its pool checkout.
+            loop = asyncio.get_running_loop()
+            call.expiry = loop.call_later(self.timeout, self._expire, call, task)
         try:
-            return await self._workers.run(self._start, fn, call)
+            return await future
         except asyncio.CancelledError:
             with self._calls_lock:
                 if not call.started:
