@@ -46,6 +46,7 @@ from ...sql import Row
 __all__ = [
     "PgTx",
     "convert_error",
+    "cursor_of",
     "translate_errors",
     "translate_placeholders",
     "write_transaction",
@@ -171,6 +172,18 @@ def translate_errors() -> Iterator[None]:
 
 
 # -- the SqlTx adapter ----------------------------------------------------------------------
+
+
+def cursor_of(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    """``conn``'s own cursor, made once and reused by every single statement the store runs
+    on it (its reads, its one-statement appends). ``conn.execute`` makes a cursor per
+    statement: a fifth of a short statement's CPU here (46 against 37 us, measured). One
+    thread holds a pooled connection at a time, so its cursor is never shared."""
+    cursor: psycopg.Cursor[Any] | None = getattr(conn, "_cqrskit_cursor", None)
+    if cursor is None or cursor.closed:
+        cursor = conn.cursor()
+        setattr(conn, "_cqrskit_cursor", cursor)  # noqa: B010 (psycopg's class declares none)
+    return cursor
 
 
 class PgTx:

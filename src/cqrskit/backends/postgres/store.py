@@ -108,7 +108,7 @@ from ._append import Appender
 from ._notify import Listener, Notifier
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
 from ._tail import Tail
-from .connection import PgTx
+from .connection import PgTx, cursor_of
 from .migrate import LOCK_KEY, apply_on
 
 __all__ = ["PostgresEventStore"]
@@ -322,15 +322,16 @@ class PostgresEventStore(EventStore):
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()
+            return cursor_of(conn).execute(sql, params).fetchall()
 
     def _fetch_log(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A log read: ``sql`` gets the horizon as its first parameter."""
         with self._pool.connection() as conn:
-            row = conn.execute(_HORIZON).fetchone()
+            cursor = cursor_of(conn)
+            row = cursor.execute(_HORIZON).fetchone()
             assert row is not None
             # A new statement: its snapshot is taken after the horizon was computed.
-            return conn.execute(sql, (row[0], *params)).fetchall()
+            return cursor.execute(sql, (row[0], *params)).fetchall()
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self._fetch(sql, params)
