@@ -29,7 +29,7 @@ from ...eventstore import (
 )
 from ...messages import Event, RecordedEvent, new_id
 from ._pool import PgPool
-from .connection import PgTx, cursor_of
+from .connection import PgTx, fetch_all
 
 __all__ = ["APPEND", "APPEND_ONE", "Appender", "append_params", "append_statement"]
 
@@ -150,8 +150,7 @@ class Appender:
             try:
                 if not self._inline_handlers:
                     # Autocommit: the statement is the transaction (one round trip).
-                    rows = cursor_of(conn).execute(statement, params).fetchall()
-                    return sorted(rows, key=_by_version)
+                    return sorted(fetch_all(conn, statement, params), key=_by_version)
                 with conn.transaction():
                     rows = sorted(conn.execute(statement, params).fetchall(), key=_by_version)
                     if rows:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -46,7 +46,7 @@ from ...sql import Row
 __all__ = [
     "PgTx",
     "convert_error",
-    "cursor_of",
+    "fetch_all",
     "translate_errors",
     "translate_placeholders",
     "write_transaction",
@@ -174,16 +174,30 @@ def translate_errors() -> Iterator[None]:
 # -- the SqlTx adapter ----------------------------------------------------------------------
 
 
-def cursor_of(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    """``conn``'s own cursor, made once and reused by every single statement the store runs
-    on it (its reads, its one-statement appends). ``conn.execute`` makes a cursor per
+_KEPT_ROWS = 64
+"""A statement of :func:`fetch_all` that fetched more rows closes its cursor."""
+
+
+def fetch_all(
+    conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> list[tuple[Any, ...]]:
+    """``sql``'s rows, run on ``conn``'s own cursor, made once and reused by the store's
+    one-statement appends and horizon reads. ``conn.execute`` makes a cursor per
     statement: a fifth of a short statement's CPU here (46 against 37 us, measured). One
-    thread holds a pooled connection at a time, so its cursor is never shared."""
+    thread holds a pooled connection at a time, so its cursor is never shared.
+
+    A cursor keeps its last rows until its next statement, so one that fetched many (an
+    append of a whole batch) is closed, which frees them, and made afresh next time. Reads
+    of the log and of streams do not come here: a rebuild that read its batches through
+    it peaked 0.9 MB higher (3.75 against 2.9 MB, measured, even with the close)."""
     cursor: psycopg.Cursor[Any] | None = getattr(conn, "_cqrskit_cursor", None)
     if cursor is None or cursor.closed:
         cursor = conn.cursor()
         setattr(conn, "_cqrskit_cursor", cursor)  # noqa: B010 (psycopg's class declares none)
-    return cursor
+    rows = cursor.execute(sql, params).fetchall()
+    if len(rows) > _KEPT_ROWS:
+        cursor.close()
+    return rows
 
 
 class PgTx:

@@ -108,7 +108,7 @@ from ._append import Appender
 from ._notify import Listener, Notifier
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
 from ._tail import Tail
-from .connection import PgTx, cursor_of
+from .connection import PgTx, fetch_all
 from .migrate import LOCK_KEY, apply_on
 
 __all__ = ["PostgresEventStore"]
@@ -322,16 +322,14 @@ class PostgresEventStore(EventStore):
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._pool.connection() as conn:
-            return cursor_of(conn).execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()  # not fetch_all: see there
 
     def _fetch_log(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A log read: ``sql`` gets the horizon as its first parameter."""
         with self._pool.connection() as conn:
-            cursor = cursor_of(conn)
-            row = cursor.execute(_HORIZON).fetchone()
-            assert row is not None
+            ((horizon,),) = fetch_all(conn, _HORIZON)
             # A new statement: its snapshot is taken after the horizon was computed.
-            return cursor.execute(sql, (row[0], *params)).fetchall()
+            return fetch_all(conn, sql, (horizon, *params))
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self._fetch(sql, params)
