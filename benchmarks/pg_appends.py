@@ -25,9 +25,9 @@ from typing import Any
 
 import psycopg
 
-from cqrskit import Codec, Event
+from cqrskit import Codec, Event, RecordedEvent
 from cqrskit.backends.postgres import PostgresEventStore
-from cqrskit.backends.postgres._append import APPEND, Appender, append_params
+from cqrskit.backends.postgres._append import APPEND, Appender, append_params, appended_records
 
 from .stats import Figure, machine_info, results_document, write_results
 
@@ -54,11 +54,12 @@ class TableLockAppender(Appender):
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[RecordedEvent]:
         params = append_params(stream_id, wanted, ids, meta=meta, encoded=encoded)
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             conn.execute("LOCK TABLE cqrskit_events IN EXCLUSIVE MODE")
-            return sorted(conn.execute(APPEND, params).fetchall(), key=lambda r: int(r[1]))
+            rows = sorted(conn.execute(APPEND, params).fetchall(), key=lambda r: int(r[1]))
+        return appended_records(stream_id, ids, encoded, meta, rows) if rows else []
 
 
 class TableLockStore(PostgresEventStore):

@@ -31,7 +31,14 @@ from ...messages import Event, RecordedEvent, new_id
 from ._pool import PgPool
 from .connection import PgTx, fetch_all
 
-__all__ = ["APPEND", "APPEND_ONE", "Appender", "append_params", "append_statement"]
+__all__ = [
+    "APPEND",
+    "APPEND_ONE",
+    "Appender",
+    "append_params",
+    "append_statement",
+    "appended_records",
+]
 
 _STREAM_KEY = "cqrskit_events_stream_version_key"
 _ANY_RETRIES = 50
@@ -115,16 +122,15 @@ class Appender:
         ids = [new_id() for _ in encoded]
         for attempt in range(_ANY_RETRIES + 1):
             try:
-                rows = self._try_append(stream_id, wanted, ids, encoded, meta, events)
+                records = self._try_append(stream_id, wanted, ids, encoded, meta, events)
             except UniqueViolation as exc:
                 if exc.constraint != _STREAM_KEY:
                     raise
                 # A concurrent append took the version we computed and committed first.
                 if expected is ANY and attempt < _ANY_RETRIES:
                     continue
-                rows = []
-            if rows:
-                records = _records(stream_id, ids, encoded, meta, rows)
+                records = []
+            if records:
                 last = records[-1]
                 return AppendResult(last.position, last.stream_version), records
             actual = self.stream_version(stream_id)
@@ -142,21 +148,23 @@ class Appender:
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
-    ) -> list[tuple[Any, ...]]:
-        """The appended rows (position, version, recorded_at) in version order; none when
-        the stream is not at ``wanted``."""
+    ) -> list[RecordedEvent]:
+        """The appended events in version order; none when the stream is not at
+        ``wanted``."""
         statement, params = append_statement(stream_id, wanted, ids, encoded, meta)
         with self._pool.connection() as conn:
             try:
                 if not self._inline_handlers:
                     # Autocommit: the statement is the transaction (one round trip).
-                    return sorted(fetch_all(conn, statement, params), key=_by_version)
+                    rows = sorted(fetch_all(conn, statement, params), key=_by_version)
+                    return appended_records(stream_id, ids, encoded, meta, rows) if rows else []
                 with conn.transaction():
                     rows = sorted(conn.execute(statement, params).fetchall(), key=_by_version)
-                    if rows:
-                        records = _records(stream_id, ids, encoded, meta, rows)
-                        self._run_inline(conn, records, events)
-                    return rows
+                    if not rows:
+                        return []
+                    records = appended_records(stream_id, ids, encoded, meta, rows)
+                    self._run_inline(conn, records, events)
+                    return records
             except (psycopg.errors.IntegrityError, IntegrityError):
                 # A conflict (the stream's version taken, an inline handler's constraint)
                 # comes after the allocation returned, its lock released: no round trip.
@@ -242,7 +250,7 @@ class Appender:
             found = conn.execute(_VERSION, (append.stream_id,)).fetchone()
             actual = 0 if found is None else int(found[0])
             raise ConcurrencyError(append.stream_id, expected, actual)
-        appended = _records(append.stream_id, ids, encoded, meta, rows)
+        appended = appended_records(append.stream_id, ids, encoded, meta, rows)
         if self._inline_handlers:
             self._run_inline(conn, appended, append.events)
         records += appended
@@ -293,13 +301,8 @@ class Appender:
         for (append, ids, version), (_, encoded) in zip(planned, parts, strict=True):
             n = len(encoded)
             first = columns["positions"][offset]
-            appended = [
-                RecordedEvent(
-                    first + i, append.stream_id, version + i + 1, ids[i], name, schema,
-                    payload, meta, recorded[first + i],
-                )
-                for i, (name, schema, payload) in enumerate(encoded)
-            ]  # fmt: skip
+            stored = [(first + i, version + i + 1, recorded[first + i]) for i in range(n)]
+            appended = appended_records(append.stream_id, ids, encoded, meta, stored)
             for handler in self._inline_handlers:
                 handler(tx, appended, append.events)
             records += appended
@@ -369,12 +372,13 @@ def _by_version(row: tuple[Any, ...]) -> int:
     return int(row[1])
 
 
-def _records(
+def appended_records(
     stream_id: str, ids: list[str], encoded: list[tuple[str, int, bytes]], meta: bytes,
     rows: list[tuple[Any, ...]],
 ) -> list[RecordedEvent]:  # fmt: skip
     """The envelopes of one stream's appended ``rows`` (position, version, recorded_at, in
-    version order), as a log read gives them."""
+    version order), as a log read gives them: for inline handlers and for the store's
+    kept events (``._tail``)."""
     return [
         RecordedEvent(int(p), stream_id, int(v), event_id, name, schema, payload, meta, at)
         for (p, v, at), event_id, (name, schema, payload) in zip(rows, ids, encoded, strict=True)

@@ -58,17 +58,17 @@ is held until the commit is flushed, which would make notifying appends commit o
 time again. So appends do not notify in their transaction: after a commit, a notifier
 thread sends one ``pg_notify('cqrskit_events', position)`` per burst of commits (the
 highest position committed), from its own connection, while another process listens
-(:mod:`._notify`). Subscribers in this process are
-woken directly at commit; other processes LISTEN on a dedicated connection, with a poll
-fallback (``poll_interval``) for hints lost to a crash between commit and notify. Reads
+(:mod:`._notify`). Subscribers in this process are woken directly at commit; other
+processes LISTEN on a dedicated connection, with a poll fallback (``poll_interval``) for
+hints lost to a crash between commit and notify. Reads
 stay the truth: a wake that names a commit the waiter had not seen yet ends the wait
 without a look (the waiter's next read is that look); any other wake is checked.
 
-Why this module is long: this docstring is 70 of its lines, the proof that constrains the
+Why this module is long: this docstring is 75 of its lines, the proof that constrains the
 reads, the appends and the waiting below it, and it belongs beside them; the SQL already
 lives in :mod:`._append` (appends), :mod:`.keys` (personal data) and migration 0004 (the
-log read), and the waiting's threads in :mod:`._notify`. The class left is one method per
-port operation, each a few lines.
+log read), the events kept for live readers in :mod:`._tail`, and the waiting's threads
+in :mod:`._notify`. The class left is one method per port operation, each a few lines.
 
 **Connections.** At most ``pool_max + 2``: the pool's, the notifier's (from the first
 append), the listener's (from the first wait). A full pool: see :mod:`.connection`.
@@ -260,9 +260,7 @@ class PostgresEventStore(EventStore):
         result, records = await self._run(
             lambda: self._appender.append(stream_id, expected_version, encoded, meta, events)
         )
-        self._tail.add(records)
-        self._committed(result.position)
-        self._notifier.poke(result.position)
+        self._appended(records, result.position)
         return result
 
     async def _append_encoded(
@@ -279,12 +277,16 @@ class PostgresEventStore(EventStore):
             if exc.constraint == _keys.KEY_CONSTRAINT:  # a first key made meanwhile
                 raise KeyConflict() from exc
             raise
-        self._tail.add(records)
         if results:
-            last = max(r.position for r in results)
-            self._committed(last)
-            self._notifier.poke(last)
+            self._appended(records, max(r.position for r in results))
         return results
+
+    def _appended(self, records: list[RecordedEvent], last: int) -> None:
+        """After an append's commit, up to ``last``: keep its events for live readers,
+        wake this process's waiters, and have other processes notified."""
+        self._tail.add(records)
+        self._committed(last)
+        self._notifier.poke(last)
 
     # -- keys (module keys: the SQL) ------------------------------------------------------------
 
