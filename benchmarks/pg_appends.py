@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ import psycopg
 
 from cqrskit import Codec, Event, RecordedEvent
 from cqrskit.backends.postgres import PostgresEventStore
-from cqrskit.backends.postgres._append import APPEND, Appender, append_params, appended_records
+from cqrskit.backends.postgres._append import Appender, appended_records
+from cqrskit.backends.postgres._statements import APPEND, append_params
 
 from .stats import Figure, machine_info, results_document, write_results
 
@@ -54,6 +55,7 @@ class TableLockAppender(Appender):
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
+        keys: Mapping[str, bytes] | None,
     ) -> list[RecordedEvent]:
         params = append_params(stream_id, wanted, ids, meta=meta, encoded=encoded)
         with self._pool.connection() as conn, conn.pipeline(), conn.transaction():

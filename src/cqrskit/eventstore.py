@@ -4,6 +4,11 @@ Versions: a stream's version is the number of events in it; its first event has
 ``stream_version == 1``. Positions: every event has a global ``position`` (> 0) that
 increases with the log order; the empty log has head position 0. ``read_all`` and
 ``read_stream`` start after their starting point, so a checkpoint is passed back as it is.
+
+Why this module is long: it is the port itself, and the steps of personal data
+(cqrskit.personal) that every backend shares: sealing an append with its subjects' keys,
+opening what a read returns with the keys kept or looked up. Split, a backend would
+inherit the port from one module and half its behaviour from another.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _sealing
 from .codec import Codec
@@ -37,6 +42,9 @@ __all__ = [
     "StreamState",
     "Within",
 ]
+
+_KeysOf = Callable[[Collection[str]], dict[str, bytes | None]]
+"""A database's key lookup: the key rows of the subjects that have one."""
 
 T = TypeVar("T")
 
@@ -292,7 +300,23 @@ class EventStore(ABC):
         return keys
 
     _read_keys: _sealing.ReadKeys | None = None
-    """Where a backend's reads keep keys (SQLite), its appends' new keys too."""
+    """Where a backend's reads keep keys, its appends' new keys too (set when it opens)."""
+
+    def _kept(self, destroyed: int, lookup: _KeysOf) -> _KeysOf:
+        """``lookup`` (the database's) through the kept keys, for a read that saw
+        ``destroyed`` keys destroyed (``ReadKeys``), read before or with its rows."""
+        kept = self._read_keys
+        if kept is None:
+            return lookup
+        return lambda subjects: kept.lookup(subjects, destroyed, lookup)
+
+    def _stream_opened(self, rows: Sequence[Sequence[Any]], lookup: _KeysOf) -> list[RecordedEvent]:
+        """The records of a stream read's ``rows``: the nine columns of a
+        :class:`RecordedEvent`, then the count of keys destroyed, read in the same
+        snapshot. Their sealed fields are opened with the keys kept while that count stays,
+        and with ``lookup`` (on the read's connection) for the others."""
+        records = [RecordedEvent(*row[:9]) for row in rows]
+        return self._opened(records, self._kept(int(rows[0][9]), lookup)) if rows else records
 
     @functools.cached_property
     def _seal_keys(self) -> _sealing.SealKeys:

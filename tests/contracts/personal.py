@@ -116,6 +116,24 @@ class PersonalDataContract:
         events = [store.codec.decode(r) for r in await store.read_all(0)]
         assert [type(e) for e in events] == [Joined, Renamed, Joined]
 
+    async def test_one_append_makes_the_first_keys_of_several_subjects(self) -> None:
+        store = await self.open(personal_codec())
+        joined = [Joined(f"m-{i}", f"m{i}@example.org", f"n{i}") for i in (1, 2, 3)]
+        with pytest.raises(ConcurrencyError):  # not at version 5: neither events nor keys
+            await store.append("club-1", joined, expected_version=5)
+        assert set((await store.keys.get_many(["m-1", "m-2", "m-3"])).values()) == {None}
+        await store.append("club-1", joined, expected_version=0)
+        await store.append("club-2", [Renamed("m-4", "Dee")])  # one event, one first key
+        keys = await store.keys.get_many(["m-1", "m-2", "m-3", "m-4"])
+        assert None not in keys.values()
+        assert len(set(keys.values())) == 4
+        assert [store.codec.decode(r) for r in await store.read_stream("club-1")] == joined
+        (renamed,) = await store.read_stream("club-2")
+        assert store.codec.decode(renamed) == Renamed("m-4", "Dee")
+        stored = (await store.read_all(0, sealed=True))[-1]
+        assert b'"Dee"' not in stored.payload  # as stored: sealed
+        assert _raw(stored.payload)["$sealed"][:2] == ["m-4", ["full_name"]]
+
     async def test_forgetting_destroys_the_key_in_the_append_and_leaves_placeholders(
         self,
     ) -> None:

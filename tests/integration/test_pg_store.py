@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
 import psycopg
 import pytest
 
 from cqrskit import (
+    FORGOTTEN,
     NO_STREAM,
     Codec,
     ConcurrencyError,
@@ -31,6 +32,7 @@ from cqrskit.backends.postgres.connection import translate_placeholders
 from cqrskit.backends.postgres.migrate import apply, migrations
 from tests.contracts.eventstore import EventStoreContract
 from tests.contracts.inline import InlineProjectionContract
+from tests.contracts.personal import Joined, Left, personal_codec
 
 postgres = pytest.mark.postgres
 
@@ -398,3 +400,40 @@ async def test_a_conflict_reports_the_actual_version_and_stores_nothing(
     later = await store.append("b", [Registered("b", "b@x.org")], NO_STREAM)
     assert later.position == 2  # no hole: the failed append took no position
     assert [r.position for r in await store.read_all(0)] == [1, 2]
+
+
+@postgres
+async def test_sealed_events_open_with_the_keys_kept_until_one_is_destroyed(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream read carries the count of destroyed keys: while it stays, the keys this
+    store made or read open the events without a second query; a forget raises it, and
+    the next read asks the database again (and opens nothing with the destroyed key)."""
+    here = await PostgresEventStore.open(pg_url, personal_codec())
+    elsewhere = await PostgresEventStore.open(pg_url, personal_codec())
+    lookups: list[list[str]] = []
+    lookup = here._lookup_keys_sync
+
+    def counted(subjects: Collection[str]) -> dict[str, bytes | None]:
+        lookups.append(sorted(subjects))
+        return lookup(subjects)
+
+    monkeypatch.setattr(here, "_lookup_keys_sync", counted)
+    try:
+        await here.append("member-1", [Joined("m-1", "ada@example.org", None)])
+        await elsewhere.append("member-2", [Joined("m-2", "bob@example.org", None)])
+        for _ in range(2):
+            (one,) = await here.read_stream("member-1")  # made here: kept
+            (two,) = await here.read_stream("member-2")  # looked up once, then kept
+            assert here.codec.decode(one).email == "ada@example.org"
+            assert here.codec.decode(two).email == "bob@example.org"
+        assert lookups == [["m-2"]]
+        await elsewhere.append("member-2", [Left("m-2")])  # destroys m-2's key
+        (two, _) = await here.read_stream("member-2")
+        (one,) = await here.read_stream("member-1")
+        assert here.codec.decode(two).email == FORGOTTEN
+        assert here.codec.decode(one).email == "ada@example.org"
+        assert lookups == [["m-2"], ["m-2"], ["m-1"]]
+    finally:
+        await here.close()
+        await elsewhere.close()

@@ -1,5 +1,6 @@
 """Appends to the PostgreSQL log: version check, position allocation and insert in one
-statement (the allocation is rule 1 of the proof in :mod:`.store`).
+statement (the allocation is rule 1 of the proof in :mod:`.store`; the SQL is in
+:mod:`._statements`).
 
 Without inline projections an append is ONE autocommit statement: one round trip. With
 them, the statement and the handlers share one transaction, and a handler that raises
@@ -11,7 +12,7 @@ reported as :class:`~cqrskit.errors.ConcurrencyError` (or retried, for ``ANY``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -29,63 +30,13 @@ from ...eventstore import (
 )
 from ...messages import Event, RecordedEvent, new_id
 from ._pool import PgPool
+from ._statements import INSERT_ROWS, ROW_ARRAYS, VERSION, VERSIONS, append_statement
 from .connection import PgTx, fetch_all
 
-__all__ = [
-    "APPEND",
-    "APPEND_ONE",
-    "Appender",
-    "append_params",
-    "append_statement",
-    "appended_records",
-]
+__all__ = ["Appender", "appended_records"]
 
 _STREAM_KEY = "cqrskit_events_stream_version_key"
 _ANY_RETRIES = 50
-_VERSION = "SELECT coalesce(max(stream_version), 0) FROM cqrskit_events WHERE stream_id = %s"
-
-# One statement checks the expected version, allocates positions and inserts: without
-# inline projections it is the whole transaction (autocommit, one round trip). ``ok`` is
-# empty when the stream is not at the wanted version (NULL: any version), and then
-# nothing is allocated nor inserted. The allocation runs (and releases its lock) when the
-# MATERIALIZED CTE is first read, before the first row is inserted: a wait on the
-# stream-version unique index happens outside the critical section.
-APPEND = """
-WITH cur AS MATERIALIZED (
-    SELECT coalesce(max(stream_version), 0) AS v FROM cqrskit_events WHERE stream_id = %(stream)s
-), ok AS MATERIALIZED (
-    SELECT v FROM cur WHERE %(wanted)s::integer IS NULL OR v = %(wanted)s::integer
-), alloc AS MATERIALIZED (
-    SELECT ok.v, cqrskit_allocate_positions(%(n)s) AS first FROM ok
-)
-INSERT INTO cqrskit_events
-    (position, stream_id, stream_version, event_id, type, schema_version, payload, metadata)
-SELECT alloc.first + u.n - 1, %(stream)s, alloc.v + u.n, u.event_id, u.type,
-       u.schema_version, u.payload, %(meta)s
-FROM alloc, unnest(%(ids)s::uuid[], %(types)s::text[], %(schemas)s::int[], %(payloads)s::bytea[])
-     WITH ORDINALITY AS u(event_id, type, schema_version, payload, n)
-RETURNING position, stream_version, extract(epoch FROM recorded_at)::float8
-"""
-
-
-# The same for one event, with scalar parameters: adapting four one-element arrays cost
-# more of a one-event append's client time than the rest of the statement (profiled: the
-# array dumpers' type lookups on every call).
-APPEND_ONE = """
-WITH cur AS MATERIALIZED (
-    SELECT coalesce(max(stream_version), 0) AS v FROM cqrskit_events WHERE stream_id = %(stream)s
-), ok AS MATERIALIZED (
-    SELECT v FROM cur WHERE %(wanted)s::integer IS NULL OR v = %(wanted)s::integer
-), alloc AS MATERIALIZED (
-    SELECT ok.v, cqrskit_allocate_positions(1) AS first FROM ok
-)
-INSERT INTO cqrskit_events
-    (position, stream_id, stream_version, event_id, type, schema_version, payload, metadata)
-SELECT alloc.first, %(stream)s, alloc.v + 1, %(id)s::uuid, %(type)s, %(schema)s::integer,
-       %(payload)s::bytea, %(meta)s
-FROM alloc
-RETURNING position, stream_version, extract(epoch FROM recorded_at)::float8
-"""
 
 
 class Appender:
@@ -102,7 +53,7 @@ class Appender:
 
     def stream_version(self, stream_id: str) -> int:
         with self._pool.connection() as conn:
-            row = conn.execute(_VERSION, (stream_id,)).fetchone()
+            row = conn.execute(VERSION, (stream_id,)).fetchone()
         return 0 if row is None else int(row[0])
 
     def append(
@@ -112,8 +63,10 @@ class Appender:
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
+        keys: Mapping[str, bytes] | None = None,
     ) -> tuple[AppendResult, list[RecordedEvent]]:
-        """The append's result and its events as stored (committed when this returns)."""
+        """The append's result and its events as stored (committed when this returns);
+        ``keys``: first keys of data subjects, inserted by the same statement."""
         wanted: int | None = None  # ANY
         if isinstance(expected, int):
             wanted = expected
@@ -122,7 +75,7 @@ class Appender:
         ids = [new_id() for _ in encoded]
         for attempt in range(_ANY_RETRIES + 1):
             try:
-                records = self._try_append(stream_id, wanted, ids, encoded, meta, events)
+                records = self._try_append(stream_id, wanted, ids, encoded, meta, events, keys)
             except UniqueViolation as exc:
                 if exc.constraint != _STREAM_KEY:
                     raise
@@ -148,10 +101,11 @@ class Appender:
         encoded: list[tuple[str, int, bytes]],
         meta: bytes,
         events: Sequence[Event],
+        keys: Mapping[str, bytes] | None,
     ) -> list[RecordedEvent]:
         """The appended events in version order; none when the stream is not at
         ``wanted``."""
-        statement, params = append_statement(stream_id, wanted, ids, encoded, meta)
+        statement, params = append_statement(stream_id, wanted, ids, encoded, meta, keys)
         with self._pool.connection() as conn:
             try:
                 if not self._inline_handlers:
@@ -247,7 +201,7 @@ class Appender:
         statement, params = append_statement(append.stream_id, wanted, ids, encoded, meta)
         rows = sorted(conn.execute(statement, params).fetchall(), key=_by_version)
         if not rows:  # the stream is not at the wanted version (or got there just after)
-            found = conn.execute(_VERSION, (append.stream_id,)).fetchone()
+            found = conn.execute(VERSION, (append.stream_id,)).fetchone()
             actual = 0 if found is None else int(found[0])
             raise ConcurrencyError(append.stream_id, expected, actual)
         appended = appended_records(append.stream_id, ids, encoded, meta, rows)
@@ -269,7 +223,7 @@ class Appender:
         # first write (rule 1 of the proof in .store). A stream appended to meanwhile makes
         # the INSERT collide on its version: a ConcurrencyError, the whole batch undone.
         streams = sorted({append.stream_id for append, _ in parts})
-        current = dict(conn.execute(_VERSIONS, (streams,)).fetchall())
+        current = dict(conn.execute(VERSIONS, (streams,)).fetchall())
         versions: dict[str, int] = {}
         planned: list[tuple[StreamAppend, list[str], int]] = []
         for append, encoded in parts:
@@ -282,7 +236,7 @@ class Appender:
         row = conn.execute("SELECT cqrskit_allocate_positions(%s)", (total,)).fetchone()
         assert row is not None
         position = int(row[0])
-        columns: dict[str, list[Any]] = {k: [] for k in _ROW_ARRAYS}
+        columns: dict[str, list[Any]] = {k: [] for k in ROW_ARRAYS}
         for (append, ids, version), (_, encoded) in zip(planned, parts, strict=True):
             for i, (event_id, (name, schema, payload)) in enumerate(zip(ids, encoded, strict=True)):
                 columns["positions"].append(position)
@@ -293,7 +247,7 @@ class Appender:
                 columns["schemas"].append(schema)
                 columns["payloads"].append(payload)
                 position += 1
-        rows = conn.execute(_INSERT_ROWS, {**columns, "meta": meta}).fetchall()
+        rows = conn.execute(INSERT_ROWS, {**columns, "meta": meta}).fetchall()
         recorded = {int(p): float(at) for p, at in rows}
         results: list[AppendResult] = []
         offset = 0
@@ -309,63 +263,6 @@ class Appender:
             results.append(AppendResult(first + n - 1, version + n))
             offset += n
         return results
-
-
-# Each stream's last version from the end of its (stream_id, stream_version) index: a
-# GROUP BY over "stream_id = ANY(...)" scanned every event of the streams (or, without
-# statistics, the whole table in parallel): 92 ms on a 1M-event log against 3 ms.
-_VERSIONS = (
-    "SELECT s.stream_id, v.version FROM unnest(%s::text[]) AS s(stream_id)"
-    " CROSS JOIN LATERAL (SELECT e.stream_version AS version FROM cqrskit_events e"
-    " WHERE e.stream_id = s.stream_id ORDER BY e.stream_version DESC LIMIT 1) v"
-)
-_ROW_ARRAYS = ("positions", "streams", "versions", "ids", "types", "schemas", "payloads")
-_INSERT_ROWS = """
-INSERT INTO cqrskit_events
-    (position, stream_id, stream_version, event_id, type, schema_version, payload, metadata)
-SELECT u.position, u.stream_id, u.stream_version, u.event_id, u.type, u.schema_version,
-       u.payload, %(meta)s
-FROM unnest(%(positions)s::bigint[], %(streams)s::text[], %(versions)s::int[],
-            %(ids)s::uuid[], %(types)s::text[], %(schemas)s::int[], %(payloads)s::bytea[])
-     AS u(position, stream_id, stream_version, event_id, type, schema_version, payload)
-RETURNING position, extract(epoch FROM recorded_at)::float8
-"""
-
-
-def append_statement(
-    stream_id: str,
-    wanted: int | None,
-    ids: list[str],
-    encoded: list[tuple[str, int, bytes]],
-    meta: bytes,
-) -> tuple[str, dict[str, Any]]:
-    """The append statement for these events and its parameters: :data:`APPEND_ONE` for
-    one event, else :data:`APPEND`."""
-    if len(encoded) == 1:
-        ((type_name, schema, payload),) = encoded
-        params = {"stream": stream_id, "wanted": wanted, "meta": meta, "id": ids[0]}
-        return APPEND_ONE, {**params, "type": type_name, "schema": schema, "payload": payload}
-    return APPEND, append_params(stream_id, wanted, ids, encoded, meta)
-
-
-def append_params(
-    stream_id: str,
-    wanted: int | None,
-    ids: list[str],
-    encoded: list[tuple[str, int, bytes]],
-    meta: bytes,
-) -> dict[str, Any]:
-    """The parameters of ``_APPEND``."""
-    return {
-        "n": len(encoded),
-        "stream": stream_id,
-        "wanted": wanted,
-        "meta": meta,
-        "ids": ids,
-        "types": [name for name, _, _ in encoded],
-        "schemas": [version for _, version, _ in encoded],
-        "payloads": [payload for _, _, payload in encoded],
-    }
 
 
 def _by_version(row: tuple[Any, ...]) -> int:

@@ -26,7 +26,7 @@ from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
 from .connection import PgTx
 from .migrate import apply_on
 
-__all__ = ["KEY_CONSTRAINT", "PostgresKeyStore", "key_writes", "lookup_keys"]
+__all__ = ["KEY_CONSTRAINT", "KeyWrites", "PostgresKeyStore", "destroyed", "lookup_keys"]
 
 T = TypeVar("T")
 
@@ -63,21 +63,32 @@ def lookup_keys(tx: SqlTx, subjects: Iterable[str]) -> dict[str, bytes | None]:
     }
 
 
-def key_writes(
-    created: dict[str, bytes], forgotten: Iterable[str]
-) -> Callable[[SqlTx, object], None]:
-    """The key rows an append writes in its own transaction: the keys it made (a subject
-    keyed meanwhile by another append violates :data:`KEY_CONSTRAINT`) and the tombstones
-    of the subjects it forgets."""
-    forget = tuple(forgotten)
+class KeyWrites:
+    """The key rows an append writes in its own transaction (a ``Within``): the keys it
+    made (a subject keyed meanwhile by another append violates :data:`KEY_CONSTRAINT`) and
+    the tombstones of the subjects it forgets.
 
-    def write(tx: SqlTx, _results: object) -> None:
-        for subject, key in created.items():
+    The store folds the first kind into the append statement itself when that is all
+    there is (``forgotten`` empty, one stream): see ``_append.KEYS_CTE``. Otherwise it runs
+    as a ``Within`` in the append's explicit transaction."""
+
+    __slots__ = ("created", "forgotten")
+
+    def __init__(self, created: dict[str, bytes], forgotten: Iterable[str]) -> None:
+        self.created = created
+        self.forgotten = tuple(forgotten)
+
+    def __call__(self, tx: SqlTx, _results: object) -> None:
+        for subject, key in self.created.items():
             tx.execute(_NEW, (subject, key))
-        for subject in forget:
+        for subject in self.forgotten:
             tx.execute(_TOMBSTONE, (subject,))
 
-    return write
+
+def destroyed(conn: psycopg.Connection[Any]) -> int:
+    """How many keys were ever destroyed (counted by triggers: migration 0007)."""
+    row = conn.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 class PostgresKeyStore:

@@ -83,6 +83,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from ..._sealing import ReadKeys
 from ..._waiters import Waiters
 from ...codec import Codec
 from ...errors import (
@@ -132,9 +133,13 @@ _READ_ALL = "SELECT * FROM cqrskit_read_log(%s, %s)"
 _ANY_AFTER = "SELECT count(*) FROM cqrskit_read_log(%s, 1)"
 _HEAD = f"SELECT position FROM cqrskit_events WHERE {_VISIBLE} ORDER BY position DESC LIMIT 1"
 _READ_STREAM = (
-    f"SELECT {_COLUMNS} FROM cqrskit_events WHERE stream_id = %s AND stream_version > %s"
-    " ORDER BY stream_version"
+    f"SELECT {_COLUMNS}, (SELECT count FROM cqrskit_keys_destroyed) FROM cqrskit_events"
+    " WHERE stream_id = %s AND stream_version > %s ORDER BY stream_version"
 )
+"""A stream's events, each row with the count of keys ever destroyed, read in the same
+snapshot (one statement): the keys of its sealed events then come from :class:`ReadKeys`
+without another query while that count stays (a command loads its aggregate, then
+appends). The count is an InitPlan: evaluated once per statement, not per row."""
 
 
 class PostgresEventStore(EventStore):
@@ -229,6 +234,8 @@ class PostgresEventStore(EventStore):
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         apply_on(conn)
+        # Keys this store makes or reads are kept for its reads from now on (``ReadKeys``).
+        self._read_keys = ReadKeys(_keys.destroyed(conn))
         if self._inline:
             with conn.transaction():
                 # Same lock as migrations: concurrent starters do not race on CREATE TABLE.
@@ -269,10 +276,22 @@ class PostgresEventStore(EventStore):
         meta: bytes,
         within: Within | None,
     ) -> list[AppendResult]:
+        appender = self._appender
         try:
-            results, records = await self._run(
-                lambda: self._appender.append_streams(parts, meta, within)
-            )
+            if isinstance(within, _keys.KeyWrites) and not within.forgotten and len(parts) == 1:
+                # A first key and nothing else to write: in the append statement itself.
+                ((append, events),) = parts
+                stream, expected = append.stream_id, append.expected_version
+                result, records = await self._run(
+                    lambda: appender.append(
+                        stream, expected, events, meta, append.events, within.created
+                    )
+                )
+                results = [result]
+            else:
+                results, records = await self._run(
+                    lambda: appender.append_streams(parts, meta, within)
+                )
         except UniqueViolation as exc:
             if exc.constraint == _keys.KEY_CONSTRAINT:  # a first key made meanwhile
                 raise KeyConflict() from exc
@@ -305,7 +324,7 @@ class PostgresEventStore(EventStore):
             return _keys.lookup_keys(PgTx(conn), subjects)
 
     def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
-        return _keys.key_writes(created, forgotten)
+        return _keys.KeyWrites(created, forgotten)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         def save() -> None:
@@ -356,7 +375,7 @@ class PostgresEventStore(EventStore):
 
     def _read_stream_sync(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
         rows = self._fetch(_READ_STREAM, (stream_id, from_version))
-        return self._opened([RecordedEvent(*r) for r in rows], self._lookup_keys_sync)
+        return self._stream_opened(rows, self._lookup_keys_sync)
 
     async def head_position(self) -> int:
         rows = await self._run(lambda: self._fetch_log(_HEAD, ()))

@@ -237,11 +237,6 @@ class SqliteEventStore(EventStore):
         stays (``ReadKeys``). A stream's rows hold that count: :meth:`_stream_opened`."""
         return self._kept(_keys.destroyed(self._reader()), self._lookup_keys_sync)(subjects)
 
-    def _kept(self, destroyed: int, lookup: _KeysOf) -> _KeysOf:
-        kept = self._read_keys
-        assert kept is not None  # set by _setup, before any read
-        return lambda subjects: kept.lookup(subjects, destroyed, lookup)
-
     def _key_writes(self, created: dict[str, bytes], forgotten: Collection[str]) -> Within:
         return _keys.key_writes(created, forgotten)
 
@@ -281,12 +276,6 @@ class SqliteEventStore(EventStore):
     def _read_stream_sync(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
         rows = self._reader().execute(_SELECT_STREAM, (stream_id, from_version)).fetchall()
         return self._stream_opened(rows, self._lookup_keys_sync)
-
-    def _stream_opened(self, rows: list[tuple[Any, ...]], lookup: _KeysOf) -> list[RecordedEvent]:
-        """The records of ``_SELECT_STREAM``'s rows, opened with the keys kept while the
-        count the rows hold stays, and ``lookup`` (on the read's connection) for others."""
-        records = [RecordedEvent(*row[:9]) for row in rows]
-        return self._opened(records, self._kept(int(rows[0][9]), lookup)) if rows else records
 
     def _scalar_sync(self, sql: str, params: Sequence[Any]) -> Any:
         row = self._reader().execute(sql, params).fetchone()
