@@ -30,6 +30,7 @@ from cqrskit.backends.postgres import PostgresEventStore
 from cqrskit.backends.postgres._notify import CHANNEL, LISTENING, RECHECK
 from cqrskit.backends.postgres.connection import translate_placeholders
 from cqrskit.backends.postgres.migrate import apply, migrations
+from cqrskit.eventstore import StreamAppend
 from tests.contracts.eventstore import EventStoreContract
 from tests.contracts.inline import InlineProjectionContract
 from tests.contracts.personal import Joined, Left, personal_codec
@@ -437,3 +438,48 @@ async def test_sealed_events_open_with_the_keys_kept_until_one_is_destroyed(
     finally:
         await here.close()
         await elsewhere.close()
+
+
+@postgres
+async def test_a_failed_multi_statement_append_leaves_its_session_idle(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``append_streams`` runs BEGIN ... COMMIT itself: every way it can fail (a
+    ``within`` that raises, a statement the server refuses inside the pipeline, a
+    version conflict) ends the transaction before the session goes back to the pool, so
+    the next call on it (one connection here) starts clean and the pool has nothing to
+    roll back."""
+    store = await PostgresEventStore.open(pg_url, Codec([Registered]), pool_min=1, pool_max=1)
+    await store.query(lambda tx: None)  # migrations applied
+
+    def create(tx: SqlTx, results: object) -> None:
+        tx.execute("CREATE TABLE IF NOT EXISTS seen (k TEXT PRIMARY KEY)")
+        tx.execute("INSERT INTO seen (k) VALUES ('a')")
+
+    def raises(tx: SqlTx, results: object) -> None:
+        raise RuntimeError("within failed")
+
+    def duplicate(tx: SqlTx, results: object) -> None:
+        tx.execute("INSERT INTO seen (k) VALUES ('a')")
+
+    try:
+        with caplog.at_level("WARNING"):
+            await store.append_streams(
+                [StreamAppend("a", [Registered("a", "a@x.org")])], within=create
+            )
+            with pytest.raises(RuntimeError, match="within failed"):
+                await store.append_streams(
+                    [StreamAppend("b", [Registered("b", "b@x.org")])], within=raises
+                )
+            with pytest.raises(UniqueViolation):
+                await store.append_streams(
+                    [StreamAppend("c", [Registered("c", "c@x.org")])], within=duplicate
+                )
+            with pytest.raises(ConcurrencyError):
+                await store.append_streams([StreamAppend("a", [Registered("a", "x@x.org")], 0)])
+            later = await store.append_streams([StreamAppend("d", [Registered("d", "d@x.org")])])
+        assert [r.stream_id for r in await store.read_all(0)] == ["a", "d"]
+        assert later[0].version == 1
+        assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+    finally:
+        await store.close()
