@@ -31,7 +31,7 @@ from ...eventstore import (
 from ...messages import Event, RecordedEvent, new_id
 from ._pool import PgPool
 from ._statements import INSERT_ROWS, ROW_ARRAYS, VERSION, VERSIONS, append_statement
-from .connection import PgTx, fetch_all
+from .connection import PgTx, fetch_all, roll_back
 
 __all__ = ["Appender", "appended_records"]
 
@@ -185,7 +185,7 @@ class Appender:
                             within(PgTx(conn), results)
                         conn.execute("COMMIT")
                 except BaseException:
-                    _roll_back(conn)
+                    roll_back(conn)
                     raise
                 return results, records
             except (psycopg.errors.IntegrityError, IntegrityError, ConcurrencyError):
@@ -289,18 +289,6 @@ def appended_records(
         RecordedEvent(int(p), stream_id, int(v), event_id, name, schema, payload, meta, at)
         for (p, v, at), event_id, (name, schema, payload) in zip(rows, ids, encoded, strict=True)
     ]
-
-
-def _roll_back(conn: psycopg.Connection[Any]) -> None:
-    """After a failure between ``BEGIN`` and ``COMMIT``: end the transaction, if the
-    failure left one open (a failed ``COMMIT`` has ended it), so that the session goes
-    back to the pool idle. A session that cannot even do that is closed."""
-    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        return
-    try:
-        conn.execute("ROLLBACK")
-    except psycopg.Error:
-        conn.close()
 
 
 def _release_allocation_lock(conn: psycopg.Connection[Any]) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "PgTx",
     "convert_error",
     "fetch_all",
+    "roll_back",
     "translate_errors",
     "translate_placeholders",
     "write_transaction",
@@ -345,7 +346,7 @@ def write_transaction(
         except BaseException:
             with contextlib.suppress(Exception):
                 tx.end_pipeline()
-            _rollback(conn)
+            roll_back(conn)
             raise
         return result
     if not setup:
@@ -356,15 +357,16 @@ def write_transaction(
         result = fn(PgTx(conn))
         conn.execute("COMMIT")
     except BaseException:
-        _rollback(conn)
+        roll_back(conn)
         raise
     return result
 
 
-def _rollback(conn: psycopg.Connection[Any]) -> None:
-    """End a failed transaction begun by hand, as ``conn.transaction()`` would: a
-    connection that is broken (or busy: an interrupted statement) is left as it is, for
-    its pool to discard."""
+def roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a failed transaction begun by hand, as ``conn.transaction()`` would. A session
+    with no transaction open (a failed ``COMMIT`` ended it) is left alone, and so is a
+    connection that is broken (or busy: an interrupted statement), for its pool to
+    discard."""
     status = conn.info.transaction_status
     if conn.closed or status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
         return
