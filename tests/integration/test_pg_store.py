@@ -483,3 +483,44 @@ async def test_a_failed_multi_statement_append_leaves_its_session_idle(
         assert not [r for r in caplog.records if r.name.startswith("psycopg")]
     finally:
         await store.close()
+
+
+@postgres
+def test_forgets_of_overlapping_subjects_at_once_do_not_deadlock(pg_url: str) -> None:
+    """One transaction forgets X then Y while another forgets Y: the count of destroyed
+    keys is raised at COMMIT, after each holds its key rows, so the second commits, the
+    first then takes Y, and both count (a count raised at each row made this a deadlock)."""
+    apply(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "INSERT INTO cqrskit_keys (subject, key) VALUES ('x', '\\x01'), ('y', '\\x02')"
+        )
+        (before,) = admin.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone() or (0,)
+    forget = "UPDATE cqrskit_keys SET key = NULL, forgotten_at = now() WHERE subject = %s"
+    with psycopg.connect(pg_url) as first, psycopg.connect(pg_url) as second:
+        for conn in (first, second):
+            conn.execute("SET lock_timeout = '5s'")  # a wait that never ends fails the test
+        first.execute(forget, ("x",))
+        second.execute(forget, ("y",))
+        failures: list[BaseException] = []
+
+        def forget_y_then_commit() -> None:
+            try:
+                first.execute(forget, ("y",))  # waits for the second's commit
+                first.commit()
+            except BaseException as exc:
+                failures.append(exc)
+
+        waiter = threading.Thread(target=forget_y_then_commit)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()  # blocked on y's row, as it must be
+        second.commit()
+        waiter.join(10)
+        assert not waiter.is_alive()
+        assert failures == []
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        (after,) = admin.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone() or (0,)
+        keys = admin.execute("SELECT subject, key FROM cqrskit_keys ORDER BY 1").fetchall()
+    assert after == before + 2
+    assert keys == [("x", None), ("y", None)]

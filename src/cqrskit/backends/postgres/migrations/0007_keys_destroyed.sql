@@ -4,8 +4,9 @@
 -- sealed events takes no second query for their keys.
 --
 -- Counted by triggers, in the transaction that destroys the key, whoever runs it (a forget
--- through the event store or the key store, an UPDATE or DELETE by hand). A tombstone
--- inserted for a subject that never had a key destroys nothing and is not counted.
+-- through the event store or the key store, an UPDATE or DELETE by hand), at its COMMIT.
+-- A tombstone inserted for a subject that never had a key destroys nothing and is not
+-- counted.
 CREATE TABLE IF NOT EXISTS cqrskit_keys_destroyed (
     id    INTEGER PRIMARY KEY CHECK (id = 0),
     count BIGINT NOT NULL
@@ -20,12 +21,16 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER cqrskit_key_destroyed
-    AFTER UPDATE OF key ON cqrskit_keys FOR EACH ROW
+-- Counted at COMMIT (deferred constraint triggers), once the transaction holds every key
+-- row it touches: counted at each row, a transaction forgetting X then Y would hold the
+-- count's row while it waits for Y's, and one forgetting Y would wait for the count while
+-- holding Y (a deadlock). Taken last, the count's row lock waits on nothing but commits.
+CREATE CONSTRAINT TRIGGER cqrskit_key_destroyed
+    AFTER UPDATE OF key ON cqrskit_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     WHEN (OLD.key IS NOT NULL AND NEW.key IS NULL)
     EXECUTE FUNCTION cqrskit_count_key_destroyed();
 
-CREATE TRIGGER cqrskit_key_deleted
-    AFTER DELETE ON cqrskit_keys FOR EACH ROW
+CREATE CONSTRAINT TRIGGER cqrskit_key_deleted
+    AFTER DELETE ON cqrskit_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     WHEN (OLD.key IS NOT NULL)
     EXECUTE FUNCTION cqrskit_count_key_destroyed();
