@@ -306,7 +306,7 @@ class EventStore(ABC):
         """``lookup`` (the database's) through the kept keys, for a read that saw
         ``destroyed`` keys destroyed (``ReadKeys``), read before or with its rows."""
         kept = self._read_keys
-        if kept is None:
+        if kept is None or destroyed < 0:  # no count to trust: see the backends' destroyed()
             return lookup
         return lambda subjects: kept.lookup(subjects, destroyed, lookup)
 
@@ -316,7 +316,10 @@ class EventStore(ABC):
         snapshot. Their sealed fields are opened with the keys kept while that count stays,
         and with ``lookup`` (on the read's connection) for the others."""
         records = [RecordedEvent(*row[:9]) for row in rows]
-        return self._opened(records, self._kept(int(rows[0][9]), lookup)) if rows else records
+        if not rows:
+            return records
+        count = rows[0][9]  # NULL: the count's row is gone, every key from the database
+        return self._opened(records, self._kept(-1 if count is None else int(count), lookup))
 
     @functools.cached_property
     def _seal_keys(self) -> _sealing.SealKeys:

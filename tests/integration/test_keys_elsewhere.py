@@ -97,3 +97,43 @@ async def test_a_key_forgotten_through_the_key_store_or_deleted_by_hand_is_not_u
     loaded, _ = await store.read_stream("member-2")
     assert store.codec.decode(loaded) == Joined("m-2", FORGOTTEN, None)
     await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_without_the_count_of_destroyed_keys_every_read_asks_the_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The count's row deleted by hand: no read trusts kept keys any more, so a key
+    destroyed afterwards (by hand too: the triggers find no row to count in) is not used."""
+    store: EventStore
+    if backend == "sqlite":
+        store = await SqliteEventStore.open(tmp_path / "write.db", personal_codec())
+    else:
+        store = await PostgresEventStore.open(request.getfixturevalue("pg_url"), personal_codec())
+
+    def by_hand(*statements: str) -> None:
+        if backend == "sqlite":
+            conn = sqlite3.connect(tmp_path / "write.db")
+            with conn:
+                for statement in statements:
+                    conn.execute(statement.replace("now()", "1.0"))
+            conn.close()
+        else:
+            with psycopg.connect(request.getfixturevalue("pg_url"), autocommit=True) as pg:
+                for statement in statements:
+                    pg.execute(statement)
+
+    try:
+        for i in (1, 2):
+            await store.append(f"member-{i}", [Joined(f"m-{i}", EMAIL, None)])
+        assert await emails(store) == [EMAIL, EMAIL]  # keys made here: kept
+        by_hand("DELETE FROM cqrskit_keys_destroyed")
+        assert await emails(store) == [EMAIL, EMAIL]
+        (loaded,) = await store.read_stream("member-1")
+        assert store.codec.decode(loaded) == Joined("m-1", EMAIL, None)
+        by_hand("UPDATE cqrskit_keys SET key = NULL, forgotten_at = now() WHERE subject = 'm-1'")
+        assert await emails(store) == [FORGOTTEN, EMAIL]
+        (loaded,) = await store.read_stream("member-1")
+        assert store.codec.decode(loaded) == Joined("m-1", FORGOTTEN, None)
+    finally:
+        await store.close()

@@ -86,9 +86,10 @@ class KeyWrites:
 
 
 def destroyed(conn: psycopg.Connection[Any]) -> int:
-    """How many keys were ever destroyed (counted by triggers: migration 0007)."""
+    """How many keys were ever destroyed (counted by triggers: migration 0007); -1 when
+    the count's row is gone (deleted by hand): then no read keeps keys."""
     row = conn.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone()
-    return 0 if row is None else int(row[0])
+    return -1 if row is None or row[0] is None else int(row[0])
 
 
 class PostgresKeyStore:

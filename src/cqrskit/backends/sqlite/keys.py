@@ -76,9 +76,10 @@ def lookup_keys(tx: SqlTx, subjects: Iterable[str]) -> dict[str, bytes | None]:
 
 
 def destroyed(conn: sqlite3.Connection) -> int:
-    """How many keys were ever destroyed (counted by triggers: ``._schema.KEYS_DDL``)."""
+    """How many keys were ever destroyed (counted by triggers: ``._schema.KEYS_DDL``); -1 when
+    the count's row is gone (deleted by hand): then no read keeps keys."""
     row = conn.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone()
-    return 0 if row is None else int(row[0])
+    return -1 if row is None or row[0] is None else int(row[0])
 
 
 def key_writes(
