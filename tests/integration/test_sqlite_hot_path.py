@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cqrskit import NO_STREAM, ConcurrencyError, StoreClosed
-from cqrskit.backends.sqlite import SqliteEventStore
+from cqrskit.backends.sqlite import SqliteEventStore, _inline
+from cqrskit.eventstore import StreamAppend
 from cqrskit.messages import new_id
 from tests.contracts.eventstore import Deposited, contract_codec
 
@@ -111,6 +112,42 @@ async def test_short_stream_reads_stay_on_the_loop_and_long_or_blocked_ones_do_n
         await store.read_stream("s")
     with pytest.raises(StoreClosed):
         await store.stream_version("s")
+
+
+async def test_a_stream_not_touched_lately_is_read_on_a_reader_thread_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only streams this store appended to or read lately are read on the caller's
+    thread: another one's pages may have to come from the disk, which the event loop
+    must not wait for. Its first read goes to a reader thread and makes it recent; the
+    least recent is forgotten first."""
+    monkeypatch.setattr(_inline, "RECENT", 3)
+    path = tmp_path / "events.db"
+    elsewhere = await SqliteEventStore.open(path, contract_codec())  # another process's
+    store = await SqliteEventStore.open(path, contract_codec(), readers=2)
+    seen: list[str] = []
+    original = store._read_stream_sync
+
+    def spy(stream_id: str, from_version: int) -> object:
+        seen.append(stream_id)
+        return original(stream_id, from_version)
+
+    store._read_stream_sync = spy  # type: ignore[method-assign,assignment]
+    try:
+        await elsewhere.append("cold", [Deposited(1)], NO_STREAM)
+        for _ in range(3):
+            assert [r.payload for r in await store.read_stream("cold")] == [b'{"amount":1}']
+        assert seen == ["cold"]  # the first read only
+        await store.append("mine", [Deposited(2)], NO_STREAM)
+        await store.append_streams([StreamAppend("a", [Deposited(3)])])
+        assert len(await store.read_stream("mine")) == 1
+        assert seen == ["cold"]  # appended here: read inline at once
+        await store.append("b", [Deposited(4)], NO_STREAM)  # "cold" is now the 4th most recent
+        assert len(await store.read_stream("cold")) == 1
+        assert seen == ["cold", "cold"]
+    finally:
+        await store.close()
+        await elsewhere.close()
 
 
 async def test_closing_without_any_read_stops_cleanly(tmp_path: Path) -> None:

@@ -201,6 +201,7 @@ class SqliteEventStore(EventStore):
         )
         self._writer.submit(request)
         result: AppendResult = await request.future
+        self._short_reads.touched((stream_id,))
         return result
 
     async def _append_encoded(
@@ -214,6 +215,7 @@ class SqliteEventStore(EventStore):
         request = AppendStreamsRequest(loop, self._inline_handlers, parts, meta, within)
         self._writer.submit(request)
         results: list[AppendResult] = await request.future
+        self._short_reads.touched(a.stream_id for a, _ in encoded)
         return results
 
     # -- keys -----------------------------------------------------------------------------------
@@ -307,7 +309,9 @@ class SqliteEventStore(EventStore):
                     return records
                 after = records[-1].stream_version  # a long stream: the rest from a thread
                 return records + await self._read(self._read_stream_sync, stream_id, after)
-        return await self._read(self._read_stream_sync, stream_id, from_version)
+        records = await self._read(self._read_stream_sync, stream_id, from_version)
+        self._short_reads.touched((stream_id,))  # its pages are cached now
+        return records
 
     async def head_position(self) -> int:
         head: int = await self._read(self._scalar_sync, _HEAD, ())
