@@ -32,6 +32,7 @@ from ...messages import Event, RecordedEvent, new_id
 from ._pool import PgPool
 from ._statements import INSERT_ROWS, ROW_ARRAYS, VERSION, VERSIONS, append_statement
 from .connection import PgTx, fetch_all, roll_back
+from .keys import KeyWrites
 
 __all__ = ["Appender", "appended_records"]
 
@@ -67,11 +68,7 @@ class Appender:
     ) -> tuple[AppendResult, list[RecordedEvent]]:
         """The append's result and its events as stored (committed when this returns);
         ``keys``: first keys of data subjects, inserted by the same statement."""
-        wanted: int | None = None  # ANY
-        if isinstance(expected, int):
-            wanted = expected
-        elif expected is NO_STREAM:
-            wanted = 0
+        wanted = _wanted(expected)
         ids = [new_id() for _ in encoded]
         for attempt in range(_ANY_RETRIES + 1):
             try:
@@ -141,7 +138,18 @@ class Appender:
         within: Within | None,
     ) -> tuple[list[AppendResult], list[RecordedEvent]]:  # fmt: skip
         """See :meth:`~cqrskit.EventStore.append_streams`; retried like :meth:`append` when
-        only streams appended with ``ANY`` lost a race. With the events as stored."""
+        only streams appended with ``ANY`` lost a race. With the events as stored.
+
+        One stream whose only other rows are first keys of data subjects (``within`` a
+        :class:`.keys.KeyWrites` that forgets nobody) is one statement, as :meth:`append`:
+        the key rows ride in it (``_statements._KEY_ONE``)."""
+        if isinstance(within, KeyWrites) and not within.forgotten and len(parts) == 1:
+            ((append, encoded),) = parts
+            result, records = self.append(
+                append.stream_id, append.expected_version, encoded, meta, append.events,
+                within.created,
+            )  # fmt: skip
+            return [result], records
         for attempt in range(_ANY_RETRIES + 1):
             try:
                 return self._try_append_streams(parts, meta, within)
@@ -205,9 +213,10 @@ class Appender:
         """One stream's append with the single APPEND statement (version check, allocation
         and insert), inside the caller's transaction; its events go to ``records``."""
         expected = append.expected_version
-        wanted = expected if isinstance(expected, int) else (0 if expected is NO_STREAM else None)
         ids = [new_id() for _ in encoded]
-        statement, params = append_statement(append.stream_id, wanted, ids, encoded, meta)
+        statement, params = append_statement(
+            append.stream_id, _wanted(expected), ids, encoded, meta
+        )
         rows = sorted(conn.execute(statement, params).fetchall(), key=_by_version)
         if not rows:  # the stream is not at the wanted version (or got there just after)
             found = conn.execute(VERSION, (append.stream_id,)).fetchone()
@@ -272,6 +281,13 @@ class Appender:
             results.append(AppendResult(first + n - 1, version + n))
             offset += n
         return results
+
+
+def _wanted(expected: ExpectedVersion) -> int | None:
+    """The version the append statement checks: None for ``ANY``, 0 for ``NO_STREAM``."""
+    if isinstance(expected, int):
+        return expected
+    return 0 if expected is NO_STREAM else None
 
 
 def _by_version(row: tuple[Any, ...]) -> int:

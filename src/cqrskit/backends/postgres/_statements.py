@@ -59,9 +59,6 @@ SELECT alloc.first, %(stream)s, alloc.v + 1, %(id)s::uuid, %(type)s, %(schema)s:
 FROM alloc
 RETURNING position, stream_version, extract(epoch FROM recorded_at)::float8
 """
-APPEND = _ALLOCATE.format(n="%(n)s") + _INSERT_MANY
-APPEND_ONE = _ALLOCATE.format(n="1") + _INSERT_ONE
-
 # The first keys of the append's data subjects (cqrskit.personal), inserted by the append
 # statement itself: one round trip, as a plain append, where a transaction of its own
 # (BEGIN, the append, the key rows, COMMIT) cost four times the client CPU (measured).
@@ -76,14 +73,18 @@ _KEYS = """, made_keys AS (
     INSERT INTO cqrskit_keys (subject, key) SELECT k.subject, k.key
     FROM alloc, unnest(%(subjects)s::text[], %(keys)s::bytea[]) AS k(subject, key)
 )"""
+_KEY_ROWS = ("", _KEY_ONE, _KEYS)
+"""The key rows' CTE by the number of keys made: none, one, several."""
 _STATEMENTS = {
-    (one, keys): _ALLOCATE.format(n="1" if one else "%(n)s")
-    + {0: "", 1: _KEY_ONE, 2: _KEYS}[keys]
+    (one, made): _ALLOCATE.format(n="1" if one else "%(n)s")
+    + key_rows
     + (_INSERT_ONE if one else _INSERT_MANY)
     for one in (True, False)
-    for keys in (0, 1, 2)
+    for made, key_rows in enumerate(_KEY_ROWS)
 }
-"""The append statement by (one event?, keys made: none, one, several)."""
+"""The append statement by (one event?, keys made: 0, 1, 2 for several)."""
+APPEND = _STATEMENTS[False, 0]
+APPEND_ONE = _STATEMENTS[True, 0]
 
 
 # Each stream's last version from the end of its (stream_id, stream_version) index: a
@@ -117,7 +118,7 @@ def append_statement(
 ) -> tuple[str, dict[str, Any]]:
     """The append statement for these events and its parameters: :data:`APPEND_ONE` for
     one event, else :data:`APPEND`; with ``keys``, the first keys of data subjects to
-    insert with them (``_KEY_ONE``)."""
+    insert with them (``_KEY_ONE``, ``_KEYS``)."""
     if len(encoded) == 1:
         ((type_name, schema, payload),) = encoded
         params: dict[str, Any] = {"stream": stream_id, "wanted": wanted, "meta": meta}
@@ -141,7 +142,7 @@ def append_params(
     encoded: list[tuple[str, int, bytes]],
     meta: bytes,
 ) -> dict[str, Any]:
-    """The parameters of ``_APPEND``."""
+    """The parameters of :data:`APPEND`."""
     return {
         "n": len(encoded),
         "stream": stream_id,

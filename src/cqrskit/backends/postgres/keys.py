@@ -68,9 +68,9 @@ class KeyWrites:
     made (a subject keyed meanwhile by another append violates :data:`KEY_CONSTRAINT`) and
     the tombstones of the subjects it forgets.
 
-    The store folds the first kind into the append statement itself when that is all
-    there is (``forgotten`` empty, one stream): see ``_append.KEYS_CTE``. Otherwise it runs
-    as a ``Within`` in the append's explicit transaction."""
+    The appender folds the first kind into the append statement itself when that is all
+    there is (``forgotten`` empty, one stream): see ``_statements._KEY_ONE``. Otherwise it
+    runs as a ``Within`` in the append's explicit transaction."""
 
     __slots__ = ("created", "forgotten")
 

@@ -66,9 +66,10 @@ without a look (the waiter's next read is that look); any other wake is checked.
 
 Why this module is long: this docstring is 75 of its lines, the proof that constrains the
 reads, the appends and the waiting below it, and it belongs beside them; the SQL already
-lives in :mod:`._append` (appends), :mod:`.keys` (personal data) and migration 0004 (the
-log read), the events kept for live readers in :mod:`._tail`, and the waiting's threads
-in :mod:`._notify`. The class left is one method per port operation, each a few lines.
+lives in :mod:`._statements` (appends, run by :mod:`._append`), :mod:`.keys` (personal
+data) and migration 0004 (the log read), the events kept for live readers in
+:mod:`._tail`, and the waiting's threads in :mod:`._notify`. The class left is one method
+per port operation, each a few lines.
 
 **Connections.** At most ``pool_max + 2``: the pool's, the notifier's (from the first
 append), the listener's (from the first wait). A full pool: see :mod:`.connection`.
@@ -276,22 +277,10 @@ class PostgresEventStore(EventStore):
         meta: bytes,
         within: Within | None,
     ) -> list[AppendResult]:
-        appender = self._appender
         try:
-            if isinstance(within, _keys.KeyWrites) and not within.forgotten and len(parts) == 1:
-                # A first key and nothing else to write: in the append statement itself.
-                ((append, events),) = parts
-                stream, expected = append.stream_id, append.expected_version
-                result, records = await self._run(
-                    lambda: appender.append(
-                        stream, expected, events, meta, append.events, within.created
-                    )
-                )
-                results = [result]
-            else:
-                results, records = await self._run(
-                    lambda: appender.append_streams(parts, meta, within)
-                )
+            results, records = await self._run(
+                lambda: self._appender.append_streams(parts, meta, within)
+            )
         except UniqueViolation as exc:
             if exc.constraint == _keys.KEY_CONSTRAINT:  # a first key made meanwhile
                 raise KeyConflict() from exc

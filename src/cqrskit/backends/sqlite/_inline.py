@@ -63,9 +63,12 @@ class InlineReader:
         lately touched, a read running on another thread, or an error)."""
         if not self._lock.acquire(blocking=False):
             return None
-        if stream_id not in self._recent:
+        recent = self._recent
+        if stream_id not in recent:
             self._lock.release()
             return None
+        del recent[stream_id]
+        recent[stream_id] = None  # the most recent now
         try:
             conn = self._conn
             if conn is None:

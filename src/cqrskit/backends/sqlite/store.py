@@ -78,7 +78,6 @@ _SELECT_STREAM = (
 snapshot: the keys of its sealed events then come from :class:`ReadKeys` without another
 query while that count stays (a command loads its aggregate's stream, then appends)."""
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
-_KeysOf = Callable[[Collection[str]], dict[str, bytes | None]]
 _STREAM_VERSION = STREAM_VERSION
 
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
