@@ -125,6 +125,44 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def kernel_settings(sys_root: Path = Path("/sys")) -> dict[str, Any]:
+    """The kernel's settings that move these figures, None where the machine has no such
+    thing (another OS, or the driver absent):
+
+    - ``cpuidle_driver``, and ``halt_poll_ns`` when it is ``haltpoll``: how long an idle
+      virtual CPU polls before it halts. At 0 (a VM whose kernel command line says
+      ``haltpoll.guest_halt_poll_ns=0``) every wake-up of a sleeping thread costs an
+      interrupt to a halted CPU: measured, that alone moves SQLite's ``commands_per_s_1``
+      ratio from 1.17-1.37x to 0.96-1.03x (see docs/benchmarks.md).
+    - ``page_reclaim``: the actions of DAMON's running schemes (``pageout`` pushes pages
+      nobody touched for a while out of the page cache, which makes loads of a large
+      log's streams read the disk).
+    """
+    cpuidle = _read(sys_root / "devices/system/cpu/cpuidle/current_driver")
+    halt_poll = _read(sys_root / "module/haltpoll/parameters/guest_halt_poll_ns")
+    actions: list[str] = []
+    kdamonds = sys_root / "kernel/mm/damon/admin/kdamonds"
+    for state in sorted(kdamonds.glob("*/state")):
+        if _read(state) != "on":
+            continue
+        for action in sorted(state.parent.glob("contexts/*/schemes/*/action")):
+            text = _read(action)
+            if text is not None:
+                actions.append(text)
+    return {
+        "cpuidle_driver": cpuidle,
+        "halt_poll_ns": int(halt_poll) if cpuidle == "haltpoll" and halt_poll else None,
+        "page_reclaim": sorted(set(actions)) or None,
+    }
+
+
 def machine_info(pg_version: str | None) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
@@ -134,6 +172,7 @@ def machine_info(pg_version: str | None) -> dict[str, Any]:
         "pg_version": pg_version,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
+        "kernel": kernel_settings(),
     }
 
 

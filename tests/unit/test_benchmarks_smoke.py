@@ -21,6 +21,7 @@ from benchmarks.report import markdown, rows, workers_rows
 from benchmarks.stats import (
     UNITS,
     Samples,
+    kernel_settings,
     machine_info,
     percentile,
     results_document,
@@ -94,6 +95,7 @@ def test_results_file_has_the_documented_schema(tmp_path: Path) -> None:
 
     loaded = json.loads(path.read_text())
     assert set(loaded["machine"]) >= {"cpu", "cores", "python", "sqlite_version", "pg_version"}
+    assert set(loaded["machine"]["kernel"]) == {"cpuidle_driver", "halt_poll_ns", "page_reclaim"}
     assert loaded["machine"]["pg_version"] == "15.2"
     for figure in loaded["figures"]:
         assert set(figure) >= {"name", "system", "backend", "median", "min", "max", "unit"}
@@ -179,3 +181,31 @@ def test_client_script_cycles_register_post_post_follow() -> None:
     # The first cycle has no previous user to follow, so it posts instead.
     first_cycle = ["Register", "Publish", "Publish", "Publish"]
     assert kinds == [*first_cycle, "Register", "Publish", "Publish", "Follow"]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def test_the_kernel_settings_that_move_figures_are_read_from_sysfs(tmp_path: Path) -> None:
+    assert kernel_settings(tmp_path) == {
+        "cpuidle_driver": None,
+        "halt_poll_ns": None,
+        "page_reclaim": None,
+    }
+    _write(tmp_path / "devices/system/cpu/cpuidle/current_driver", "haltpoll")
+    _write(tmp_path / "module/haltpoll/parameters/guest_halt_poll_ns", "0")
+    damon = tmp_path / "kernel/mm/damon/admin/kdamonds"
+    _write(damon / "0/state", "on")
+    _write(damon / "0/contexts/0/schemes/0/action", "pageout")
+    _write(damon / "1/state", "off")  # a stopped kdamond's schemes do nothing
+    _write(damon / "1/contexts/0/schemes/0/action", "migrate_cold")
+    assert kernel_settings(tmp_path) == {
+        "cpuidle_driver": "haltpoll",
+        "halt_poll_ns": 0,
+        "page_reclaim": ["pageout"],
+    }
+    # Polling only means something with the haltpoll driver.
+    _write(tmp_path / "devices/system/cpu/cpuidle/current_driver", "acpi_idle")
+    assert kernel_settings(tmp_path)["halt_poll_ns"] is None
