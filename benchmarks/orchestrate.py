@@ -23,7 +23,7 @@ from .config import FULL, QUICK, READ_DURABILITY_ENV, Sizes
 from .measure import Target
 from .pg import DEFAULT_ADMIN_URL, ScratchDatabases, server_version
 from .report import print_table
-from .stats import UNITS, Samples, machine_info, results_document, write_results
+from .stats import UNITS, Samples, kernel_notes, machine_info, results_document, write_results
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,6 +279,8 @@ def run(argv: Sequence[str]) -> int:
     out = Console()
     print_table(document, out if out.is_terminal else Console(width=200))
     console.print(f"wrote {args.out} in {settings['seconds']} s")
+    for note in kernel_notes(document["machine"]["kernel"]):
+        console.print(f"note: {note}", markup=False)
     for error in state.errors:
         console.print(f"[red]error:[/red] {error}")
     return 1 if state.errors else 0

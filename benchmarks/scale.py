@@ -33,7 +33,7 @@ from .measure import Target
 from .pg import DEFAULT_ADMIN_URL, server_version, url_for
 from .scale_report import UNITS, markdown
 from .scale_workload import Shape
-from .stats import machine_info, write_results
+from .stats import kernel_notes, machine_info, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "scale.json"
@@ -251,6 +251,8 @@ def run(argv: Sequence[str]) -> int:
     write_results(args.out, document)
     print(markdown(document), flush=True)
     log(f"wrote {args.out} in {settings['seconds']} s")
+    for note in kernel_notes(document["machine"]["kernel"]):
+        log(f"note: {note}")
     for error in run.errors:
         log(f"error: {error}")
     return 1 if run.errors else 0

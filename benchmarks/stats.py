@@ -163,6 +163,24 @@ def kernel_settings(sys_root: Path = Path("/sys")) -> dict[str, Any]:
     }
 
 
+def kernel_notes(kernel: Mapping[str, Any]) -> list[str]:
+    """One line per :func:`kernel_settings` value known to move figures, for whoever
+    compares this run with another machine's."""
+    notes = []
+    if kernel.get("halt_poll_ns") == 0:
+        notes.append(
+            "this machine halts an idle CPU at once (haltpoll, guest_halt_poll_ns=0): waking"
+            " a thread costs more, SQLite commands_per_s_1 most (docs/benchmarks.md,"
+            ' "The machine")'
+        )
+    if "pageout" in (kernel.get("page_reclaim") or ()):
+        notes.append(
+            "DAMON pages out what was not touched for a while: a large log's cold stream"
+            ' loads read the disk (docs/benchmarks.md, "Cost as the log grows")'
+        )
+    return notes
+
+
 def machine_info(pg_version: str | None) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),

@@ -21,6 +21,7 @@ from benchmarks.report import markdown, rows, workers_rows
 from benchmarks.stats import (
     UNITS,
     Samples,
+    kernel_notes,
     kernel_settings,
     machine_info,
     percentile,
@@ -206,6 +207,11 @@ def test_the_kernel_settings_that_move_figures_are_read_from_sysfs(tmp_path: Pat
         "halt_poll_ns": 0,
         "page_reclaim": ["pageout"],
     }
+    notes = kernel_notes(kernel_settings(tmp_path))
+    assert len(notes) == 2
+    assert "guest_halt_poll_ns=0" in notes[0]
+    assert "DAMON" in notes[1]
     # Polling only means something with the haltpoll driver.
     _write(tmp_path / "devices/system/cpu/cpuidle/current_driver", "acpi_idle")
     assert kernel_settings(tmp_path)["halt_poll_ns"] is None
+    assert kernel_notes({"halt_poll_ns": 200000, "page_reclaim": None}) == []
