@@ -13,6 +13,7 @@ import pytest
 
 from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 from tests.integration import _projection_child as child
+from tests.integration._kills import kill_after_progress
 from tests.integration._projection_child import (
     append_all,
     counters_codec,
@@ -37,6 +38,10 @@ def checkpoint(read_db: Path) -> int:
     finally:
         conn.close()
     return 0 if found is None else int(found[0])
+
+
+async def at(read_db: Path) -> int:
+    return checkpoint(read_db)
 
 
 async def spawn(write_db: Path, read_db: Path, batch_size: int) -> asyncio.subprocess.Process:
@@ -66,8 +71,10 @@ async def test_sigkill_at_random_points_never_loses_or_doubles_an_event(tmp_path
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         assert line == b"started\n", line
-        await asyncio.sleep(rng.uniform(0.0, 0.2))
-        process.send_signal(signal.SIGKILL)
+        # At most EVENTS / (2 * KILLS) a run (plus what the pause lets through): the
+        # kills all land before the end of the log, however fast the machine.
+        progress = rng.randint(0, EVENTS // (2 * KILLS))
+        await kill_after_progress(process, lambda: at(read_db), progress, rng.uniform(0, 0.005))
         await process.communicate()
         assert process.returncode == -signal.SIGKILL, "the child finished before its kill"
         killed_at.append(checkpoint(read_db))

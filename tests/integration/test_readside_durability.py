@@ -33,6 +33,7 @@ from cqrskit.connect import Backend, ReadDurability, open_url
 from cqrskit.errors import ConfigurationError
 from cqrskit.readside import ReadDatabase
 from tests.integration import _readside_durability_child as child
+from tests.integration._kills import kill_after_progress
 from tests.integration._projection_child import (
     Incremented,
     append_all,
@@ -201,6 +202,25 @@ async def checkpoint(db: ReadDatabase) -> tuple[int, str]:
     return await db.read(read)
 
 
+async def position(db: ReadDatabase) -> int:
+    return (await checkpoint(db))[0]
+
+
+async def live_position(read_db: Path) -> int:
+    """The ledger's checkpoint while the child runs. Read-only: this connection never
+    checkpoints the WAL (and the child holds the files open, so it is never the last)."""
+    conn = sqlite3.connect(f"file:{read_db}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT position FROM cqrskit_projections WHERE name = ?", (LEDGER,)
+        ).fetchone()
+    except sqlite3.OperationalError:  # before the table was first created
+        return 0
+    finally:
+        conn.close()
+    return 0 if row is None else int(row[0])
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def locations(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
     """(backend, where the events are, where the read models are)."""
@@ -251,8 +271,11 @@ async def test_sigkill_mid_catch_up_applies_every_event_exactly_once(
             process = await spawn(backend, events_at, read_at, rng.choice([2, 3, 5]))
             setting = await started(process)
             assert setting in ("synchronous=1", "synchronous_commit=off"), setting
-            await asyncio.sleep(rng.uniform(0.0, 0.15))
-            process.send_signal(signal.SIGKILL)
+            # At most EVENTS / (2 * KILLS) a run: every kill lands before the end.
+            progress = rng.randint(0, EVENTS // (2 * KILLS))
+            await kill_after_progress(
+                process, lambda: position(db), progress, rng.uniform(0, 0.005)
+            )
             await process.communicate()
             assert process.returncode == -signal.SIGKILL, "the child finished before its kill"
             killed_at.append((await checkpoint(db))[0])
@@ -345,8 +368,11 @@ async def test_sqlite_lost_wal_tail_steps_back_whole_and_reapplies_once(
     for _ in range(6):
         process = await spawn("sqlite", str(events_at), str(read_at), rng.choice([2, 3, 5]))
         assert await started(process) == "synchronous=1"
-        await asyncio.sleep(rng.uniform(0.05, 0.2))
-        process.send_signal(signal.SIGKILL)
+        # At least one commit of its own in the WAL to cut; six runs end before the log does.
+        progress = rng.randint(1, EVENTS // 12)
+        await kill_after_progress(
+            process, lambda: live_position(read_at), progress, rng.uniform(0, 0.005)
+        )
         await process.communicate()
         assert process.returncode == -signal.SIGKILL, "the child finished before its kill"
         before = peek_checkpoint(read_at, tmp_path / "peek")
