@@ -19,7 +19,16 @@ from ._cipher import Cipher
 from .messages import Event, RecordedEvent
 from .personal import PersonalFields
 
-__all__ = ["MARK", "KeyLookup", "ReadKeys", "SealKeys", "is_sealed", "open_records", "seal"]
+__all__ = [
+    "MARK",
+    "KeyLookup",
+    "ReadKeys",
+    "SealKeys",
+    "destroyed_count",
+    "is_sealed",
+    "open_records",
+    "seal",
+]
 
 log = logging.getLogger("cqrskit.personal")
 
@@ -183,6 +192,13 @@ class SealKeys:
     def drop(self, subjects: Collection[str]) -> None:
         for subject in subjects:
             self._keys.pop(subject, None)
+
+
+def destroyed_count(value: int | None) -> int:
+    """The count of destroyed keys as a read found it (the column's value, None when the
+    count's row is gone, deleted by hand): -1 for none, which no read trusts kept keys
+    with (:meth:`cqrskit.EventStore._kept`)."""
+    return -1 if value is None else int(value)
 
 
 class ReadKeys:

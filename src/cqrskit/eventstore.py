@@ -318,8 +318,8 @@ class EventStore(ABC):
         records = [RecordedEvent(*row[:9]) for row in rows]
         if not rows:
             return records
-        count = rows[0][9]  # NULL: the count's row is gone, every key from the database
-        return self._opened(records, self._kept(-1 if count is None else int(count), lookup))
+        destroyed = _sealing.destroyed_count(rows[0][9])
+        return self._opened(records, self._kept(destroyed, lookup))
 
     @functools.cached_property
     def _seal_keys(self) -> _sealing.SealKeys:

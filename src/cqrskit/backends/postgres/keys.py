@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from ..._sealing import destroyed_count
 from ...keystore import SubjectForgotten, new_key
 from ...sql import SqlTx
 from ._pool import DEFAULT_POOL_TIMEOUT, PgPool
@@ -89,7 +90,7 @@ def destroyed(conn: psycopg.Connection[Any]) -> int:
     """How many keys were ever destroyed (counted by triggers: migration 0007); -1 when
     the count's row is gone (deleted by hand): then no read keeps keys."""
     row = conn.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone()
-    return -1 if row is None or row[0] is None else int(row[0])
+    return destroyed_count(None if row is None else row[0])
 
 
 class PostgresKeyStore:

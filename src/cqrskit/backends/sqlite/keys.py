@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
+from ..._sealing import destroyed_count
 from ..._workers import Workers
 from ...errors import StoreClosed
 from ...keystore import SubjectForgotten, new_key
@@ -79,7 +80,7 @@ def destroyed(conn: sqlite3.Connection) -> int:
     """How many keys were ever destroyed (counted by triggers: ``._schema.KEYS_DDL``); -1 when
     the count's row is gone (deleted by hand): then no read keeps keys."""
     row = conn.execute("SELECT count FROM cqrskit_keys_destroyed").fetchone()
-    return -1 if row is None or row[0] is None else int(row[0])
+    return destroyed_count(None if row is None else row[0])
 
 
 def key_writes(
