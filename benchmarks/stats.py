@@ -140,7 +140,7 @@ def kernel_settings(sys_root: Path = Path("/sys")) -> dict[str, Any]:
       virtual CPU polls before it halts. At 0 (a VM whose kernel command line says
       ``haltpoll.guest_halt_poll_ns=0``) every wake-up of a sleeping thread costs an
       interrupt to a halted CPU: measured, that alone moves SQLite's ``commands_per_s_1``
-      ratio from 1.17-1.37x to 0.96-1.03x (see docs/benchmarks.md).
+      ratio from 1.17-1.54x to 0.96-1.08x (see docs/benchmarks.md).
     - ``page_reclaim``: the actions of DAMON's running schemes (``pageout`` pushes pages
       nobody touched for a while out of the page cache, which makes loads of a large
       log's streams read the disk).
