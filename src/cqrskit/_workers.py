@@ -104,6 +104,9 @@ class Workers:
         self._closed = False
         self._idle = 0
         """Started threads free for a call that no ``run`` has counted on yet."""
+        self._waiting = 0
+        """Calls queued while every thread was busy, that no thread has counted on yet:
+        a thread that finishes a call takes one of them instead of becoming idle."""
         self._outbox: _Outbox | None = None
         """The outbox of the loop that submitted last (a pool serves one loop, as a rule)."""
 
@@ -128,15 +131,20 @@ class Workers:
             if self._idle:
                 self._idle -= 1  # a free thread takes this call
             elif len(self._threads) < self._size:  # every started thread is busy
-                thread = threading.Thread(
-                    target=self._main, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+                self._start_thread()
             else:
+                self._waiting += 1  # the next thread to finish a call takes one
                 waits = True
             self._queue.put((outbox, future, fn, args))
         return future, waits
+
+    def _start_thread(self) -> None:
+        """Under ``_lock``: a thread more, for a call that no other thread will take."""
+        thread = threading.Thread(
+            target=self._main, name=f"{self._name}-{len(self._threads)}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
 
     def _main(self) -> None:
         while True:
@@ -152,7 +160,12 @@ class Workers:
             # Free before the caller hears back, so that the call it makes next (a
             # sequential caller's) finds this thread instead of starting another.
             with self._lock:
-                self._idle += 1
+                if self._waiting:
+                    # It takes a call queued while every thread was busy: not idle (counted
+                    # idle, a later call would count on it, and skip its deadline's timer).
+                    self._waiting -= 1
+                else:
+                    self._idle += 1
             # RuntimeError: the caller's loop is closed, nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 outbox.put(future, outcome, failed)

@@ -143,6 +143,43 @@ async def test_a_call_refused_for_want_of_a_connection_never_runs(pg_url: str) -
         await db.close()
 
 
+async def test_a_call_behind_threads_busy_with_queued_calls_still_fails_fast(pg_url: str) -> None:
+    """The thread of the one connection finishes a call and takes one that was queued
+    behind it, which then holds it: a call made now fails at its deadline. (The pool
+    counted that thread idle, so the call skipped its deadline's timer and waited until
+    a thread came free: here, 30 s.)"""
+    db = PostgresDatabase(pg_url, pool_min=1, pool_max=1, pool_timeout=0.5)
+    first, second = threading.Event(), threading.Event()
+    entered = threading.Semaphore(0)
+
+    def holding(until: threading.Event) -> Callable[[PgTx], None]:
+        def hold(tx: PgTx) -> None:
+            tx.fetchone("SELECT 1")
+            entered.release()
+            until.wait(30)
+
+        return hold
+
+    try:
+        a = asyncio.create_task(db.read(holding(first)))
+        assert await asyncio.to_thread(entered.acquire, True, 10)
+        b = asyncio.create_task(db.read(holding(second)))  # queued behind a
+        await asyncio.sleep(0.05)
+        first.set()  # well before b's deadline: the thread takes b
+        await a
+        assert await asyncio.to_thread(entered.acquire, True, 10)
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="the pool is exhausted"):
+            await db.read(lambda tx: tx.fetchone("SELECT 1"))
+        assert 0.4 <= time.monotonic() - started < 3.0
+        second.set()
+        await b
+    finally:
+        first.set()
+        second.set()
+        await db.close()
+
+
 @pytest.fixture
 def limited_role(pg_url: str) -> Iterator[str]:
     """A login role that may hold ONE connection: a server out of connections for it."""

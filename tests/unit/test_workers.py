@@ -118,3 +118,37 @@ async def test_an_idle_thread_keeps_no_result() -> None:
         assert sys.getrefcount(result) == 2
     finally:
         workers.shutdown()
+
+
+async def test_a_call_made_while_every_thread_is_busy_says_it_waits() -> None:
+    """A thread that finishes a call and takes one that was queued is not idle: a call
+    made next must hear that it waits (its caller then arms the deadline that abandons
+    it if the threads stay busy). Counted idle, it was told a thread was free."""
+    workers = Workers(1, "t", closed)
+    first, second = threading.Event(), threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold(until: threading.Event) -> None:
+        started.release()
+        until.wait(5)
+
+    try:
+        a, a_waits = workers.submit(hold, first)
+        b, b_waits = workers.submit(hold, second)  # queued behind a
+        assert (a_waits, b_waits) == (False, True)
+        await asyncio.to_thread(started.acquire, True, 5)
+        first.set()  # the thread finishes a and takes b
+        await a
+        await asyncio.to_thread(started.acquire, True, 5)
+        c, c_waits = workers.submit(lambda: "c")
+        assert c_waits  # the only thread is busy with b
+        second.set()
+        await b
+        assert await c == "c"
+        d, d_waits = workers.submit(lambda: "d")
+        assert await d == "d"
+        assert not d_waits  # now it is idle
+    finally:
+        first.set()
+        second.set()
+        workers.shutdown()
