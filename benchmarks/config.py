@@ -1,13 +1,28 @@
-"""Sizes of a run: the full run and the QUICK one differ only in these numbers."""
+"""Sizes of a run: the full run and the QUICK one differ only in these numbers; and the
+PostgreSQL pools each system gets."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cqrskit.backends.postgres.url import split_budget
+from cqrskit.connect import Options
+
 READ_DURABILITY_ENV = "CQRSKIT_BENCH_READ_DURABILITY"
 """How the orchestrator tells its workers the durability of cqrskit's read database
 (``--read-durability``: ``relaxed`` or ``strict``); unset: cqrskit's default."""
+
+CQRSKIT_PG_POOLS = split_budget(Options().connections)
+"""cqrskit's PostgreSQL pools: those an application gets by default (``cqrskit.connect``
+splits its budget of 12 connections: 4 for the event store, 5 for the read database).
+Its clients are asyncio tasks that hold a connection only while a statement runs, so its
+pools are sized for the machine and the server, not for the number of clients: on this
+2-core machine 32 connections ran 30-45% slower than 4 to 12 (docs/benchmarks.md)."""
+
+ES_PG_POOL = 32
+"""eventsourcing's pool: each of its client threads holds a connection for a whole
+command, so one per client (32); it ran 10-27% slower with 8."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from cqrskit.backends.postgres import PostgresDatabase, PostgresEventStore
 from cqrskit.backends.sqlite import SqliteDatabase, SqliteEventStore
 from cqrskit.connect import Options, ReadDurability, check_read_durability
 
-from .config import READ_DURABILITY_ENV
+from .config import CQRSKIT_PG_POOLS, READ_DURABILITY_ENV
 from .measure import MIN_LAG_SAMPLES, LagProbe, Target
 from .workload import READ_MODEL_DDL, ClientScript, Op, Publish, Register, history
 
@@ -251,10 +251,12 @@ async def open_store(target: Target, *, durable: bool = True) -> EventStore:
     url = target.write
     if not durable:
         url += ("&" if "?" in url else "?") + "options=-c%20synchronous_commit%3Doff"
-    # As many connections as the 32 clients (eventsourcing gets the same). A service fails
-    # fast when its pool is full (1 s, then 503); a benchmark waits as eventsourcing's pool
-    # does: seeders of several systems may share the server's connections for a while.
-    return await PostgresEventStore.open(url, codec(), pool_max=32, pool_timeout=30.0)
+    # The pool an application gets by default (CQRSKIT_PG_POOLS). A service fails fast when its pool
+    # is full (1 s, then 503); a benchmark waits as eventsourcing's pool does: seeders of
+    # several systems may share the server's connections for a while.
+    return await PostgresEventStore.open(
+        url, codec(), pool_max=CQRSKIT_PG_POOLS.events, pool_timeout=30.0
+    )
 
 
 def read_durability() -> ReadDurability:
@@ -268,7 +270,9 @@ def read_durability() -> ReadDurability:
 def open_read_db(target: Target) -> ReadDatabase:
     if target.backend == "sqlite":
         return SqliteDatabase(target.read, durability=read_durability())
-    return PostgresDatabase(target.read, durability=read_durability(), pool_timeout=30.0)
+    return PostgresDatabase(
+        target.read, durability=read_durability(), pool_max=CQRSKIT_PG_POOLS.read, pool_timeout=30.0
+    )
 
 
 async def _catch_up(

@@ -37,6 +37,7 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteTrackingRecorder
 from psycopg.sql import SQL
 
+from .config import ES_PG_POOL
 from .measure import MIN_LAG_SAMPLES, LagProbe, Target, run_clients
 from .pg import split_url
 from .workload import READ_MODEL_DDL, ClientScript, Op, Publish, Register, history
@@ -268,8 +269,8 @@ def environment(target: Target) -> dict[str, str]:
         "POSTGRES_PORT": write.port,
         "POSTGRES_USER": write.user,
         "POSTGRES_PASSWORD": write.password,
-        # Enough connections for 32 client threads (the default pool holds one).
-        "POSTGRES_POOL_SIZE": "32",
+        # One connection per client thread (the default pool holds one).
+        "POSTGRES_POOL_SIZE": str(ES_PG_POOL),
         "POSTGRES_MAX_OVERFLOW": "8",
         f"{view}_POSTGRES_DBNAME": read.dbname,
         f"{view}_POSTGRES_POOL_SIZE": "2",

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from . import BACKENDS, SYSTEMS
-from .config import FULL, QUICK, READ_DURABILITY_ENV, Sizes
+from .config import CQRSKIT_PG_POOLS, ES_PG_POOL, FULL, QUICK, READ_DURABILITY_ENV, Sizes
 from .measure import Target
 from .pg import DEFAULT_ADMIN_URL, ScratchDatabases, server_version
 from .report import print_table
@@ -270,6 +270,11 @@ def run(argv: Sequence[str]) -> int:
             " synchronous_commit=off in its transactions on PostgreSQL)"
         ),
         "read_durability": args.read_durability,
+        "postgresql_pools": {
+            "cqrskit": {"events": CQRSKIT_PG_POOLS.events, "read": CQRSKIT_PG_POOLS.read},
+            "eventsourcing": ES_PG_POOL,
+            "raw": "one connection per client thread",
+        },
         "seconds": round(time.perf_counter() - began, 1),
         "errors": state.errors,
         **state.settings,
