@@ -131,20 +131,16 @@ class Workers:
             if self._idle:
                 self._idle -= 1  # a free thread takes this call
             elif len(self._threads) < self._size:  # every started thread is busy
-                self._start_thread()
+                thread = threading.Thread(
+                    target=self._main, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
             else:
                 self._waiting += 1  # the next thread to finish a call takes one
                 waits = True
             self._queue.put((outbox, future, fn, args))
         return future, waits
-
-    def _start_thread(self) -> None:
-        """Under ``_lock``: a thread more, for a call that no other thread will take."""
-        thread = threading.Thread(
-            target=self._main, name=f"{self._name}-{len(self._threads)}", daemon=True
-        )
-        thread.start()
-        self._threads.append(thread)
 
     def _main(self) -> None:
         while True:
