@@ -47,6 +47,7 @@ __all__ = [
     "PgTx",
     "convert_error",
     "fetch_all",
+    "pipelined",
     "roll_back",
     "translate_errors",
     "translate_placeholders",
@@ -360,6 +361,29 @@ def write_transaction(
         roll_back(conn)
         raise
     return result
+
+
+@contextlib.contextmanager
+def pipelined(conn: psycopg.Connection[Any], on: bool = True) -> Iterator[None]:
+    """The block in ``conn``'s pipeline mode (if ``on``). After an error in the block, that
+    error alone comes out: the pipeline it aborted is ended as if the block had ended well,
+    its own error dropped. psycopg's own exit would log that one as a warning ("error
+    ignored terminating ... pipeline aborted") whenever the abort was still unread when
+    the block raised, a timing matter: a line in the operator's log for an expected
+    failure such as a unique violation. :func:`write_transaction` ends its pipeline the
+    same way (:meth:`PgTx.end_pipeline`)."""
+    if not on:
+        yield
+        return
+    pipe = conn.pipeline()
+    pipe.__enter__()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pipe.__exit__(None, None, None)
+        raise
+    pipe.__exit__(None, None, None)
 
 
 def roll_back(conn: psycopg.Connection[Any]) -> None:
